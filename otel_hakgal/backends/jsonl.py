@@ -1,0 +1,124 @@
+"""Backend ``jsonl``: one OTLP-JSON export request per line, in a file.
+
+The lines follow the OTLP/JSON encoding (lowerCamelCase keys, hex trace and
+span ids), the format of the OpenTelemetry Collector's file exporter, so the
+file can be replayed into a collector or read with ``jq``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from otel_hakgal.backends import Backend
+from otel_hakgal.config import setting
+
+_ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId"})
+
+
+@dataclass(frozen=True)
+class JsonlSettings:
+    path: str = setting("hakgal-telemetry.jsonl", "File that export requests are appended to.")
+    metrics: bool = setting(True, "Also write metrics.")
+
+
+def _hex_ids(node: Any) -> Any:
+    """Protobuf's JSON mapping writes bytes as base64; OTLP/JSON wants ids as hex."""
+    if isinstance(node, dict):
+        return {
+            key: base64.b64decode(value).hex() if key in _ID_KEYS and isinstance(value, str) else _hex_ids(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_hex_ids(item) for item in node]
+    return node
+
+
+def to_otlp_json(message: Message) -> str:
+    """Serialise an OTLP protobuf request as one OTLP/JSON line."""
+    as_dict = MessageToDict(message, preserving_proto_field_name=False, use_integers_for_enums=True)
+    return json.dumps(_hex_ids(as_dict), separators=(",", ":"), ensure_ascii=False)
+
+
+class _LineWriter:
+    """Appends whole lines to one file from several exporter threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def write(self, line: str) -> bool:
+        try:
+            with self._lock, self.path.open("a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+        except OSError:
+            return False
+        return True
+
+
+class JsonlSpanExporter(SpanExporter):
+    def __init__(self, writer: _LineWriter) -> None:
+        self._writer = writer
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        ok = self._writer.write(to_otlp_json(encode_spans(spans)))
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        pass
+
+
+class JsonlMetricExporter(MetricExporter):
+    def __init__(self, writer: _LineWriter) -> None:
+        super().__init__()
+        self._writer = writer
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        ok = self._writer.write(to_otlp_json(encode_metrics(metrics_data)))
+        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        pass
+
+
+class JsonlBackend(Backend):
+    name = "jsonl"
+    Settings = JsonlSettings
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.writer = _LineWriter(Path(self.settings.path))
+
+    def span_processors(self) -> Sequence[SpanProcessor]:
+        return (BatchSpanProcessor(JsonlSpanExporter(self.writer)),)
+
+    def metric_readers(self) -> Sequence[MetricReader]:
+        if not self.settings.metrics:
+            return ()
+        interval_ms = self.config.export.metric_interval * 1000
+        return (PeriodicExportingMetricReader(JsonlMetricExporter(self.writer), export_interval_millis=interval_ms),)
+
+
+BACKEND = JsonlBackend

@@ -1,0 +1,588 @@
+"""Configuration: parsed and validated once into a typed, immutable ``Config``.
+
+Sources, highest precedence first: ``setup()`` keyword arguments, environment
+variables, the TOML file (``OTEL_HAKGAL_CONFIG`` or ``setup(config=...)``),
+built-in defaults. Every problem is reported with where the value came from,
+the key, the bad value and what is allowed.
+
+Each section is a frozen dataclass whose fields are declared with
+:func:`setting`. Backends declare their own section the same way, so the
+loader, ``check-config`` and ``instrumentation.md`` all read one schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+CONFIG_FILE_ENV: Final = "OTEL_HAKGAL_CONFIG"
+BACKENDS_ENV: Final = "OTEL_HAKGAL_BACKENDS"
+DEFAULTS_SOURCE: Final = "default"
+ARGUMENT_SOURCE: Final = "setup() argument"
+
+Validator = Callable[[Any], str | None]  # returns what is allowed, or None when valid
+EnvParser = Callable[[str], Any]
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid. ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid otel_hakgal configuration:\n  " + "\n  ".join(problems))
+
+
+# --- declaring settings ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    doc: str
+    env: tuple[str, ...] = ()
+    env_parser: EnvParser | None = None
+    validate: Validator | None = None
+    secret: bool = False
+
+
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    env: str | tuple[str, ...] = (),
+    env_parser: EnvParser | None = None,
+    validate: Validator | None = None,
+    secret: bool = False,
+) -> Any:
+    """Declare one configuration key of a section dataclass."""
+    spec = SettingSpec(doc, (env,) if isinstance(env, str) else env, env_parser, validate, secret)
+    if isinstance(default, dict | list):
+        frozen = dict(default) if isinstance(default, dict) else tuple(default)
+        return field(default_factory=lambda: frozen, metadata={"setting": spec})
+    return field(default=default, metadata={"setting": spec})
+
+
+def spec_of(f: dataclasses.Field[Any]) -> SettingSpec:
+    spec = f.metadata["setting"]
+    assert isinstance(spec, SettingSpec)
+    return spec
+
+
+# --- validators (each returns a description of what is allowed, or None) -----
+
+
+def one_of(*allowed: str) -> Validator:
+    return lambda value: None if value in allowed else "one of " + ", ".join(repr(a) for a in allowed)
+
+
+def number_range(low: float, high: float) -> Validator:
+    return lambda value: None if low <= value <= high else f"a number from {low} to {high}"
+
+
+def positive(value: Any) -> str | None:
+    return None if value > 0 else "a number greater than 0"
+
+
+def http_url(value: Any) -> str | None:
+    parsed = urllib.parse.urlsplit(value)
+    ok = parsed.scheme in ("http", "https") and bool(parsed.hostname)
+    try:
+        _ = parsed.port
+    except ValueError:
+        ok = False
+    return None if ok else "an http:// or https:// URL with a host, e.g. 'http://127.0.0.1:4318'"
+
+
+# --- environment parsers ----------------------------------------------------
+
+
+def parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("'true' or 'false'")
+
+
+def parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def parse_key_values(raw: str) -> dict[str, str]:
+    """Parse the OTel ``key1=value1,key2=value2`` format (values percent-encoded)."""
+    result: dict[str, str] = {}
+    for pair in raw.split(","):
+        if not pair.strip():
+            continue
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError("comma-separated key=value pairs")
+        result[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
+    return result
+
+
+def parse_millis(raw: str) -> float:
+    return float(raw) / 1000.0
+
+
+def parse_sampler_arg(raw: str) -> float:
+    return float(raw)
+
+
+# --- the core sections ------------------------------------------------------
+
+SAMPLERS: Final = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    name: str = setting("hak-gal", "`service.name` resource attribute.", env="OTEL_SERVICE_NAME")
+    version: str = setting("unknown", "`service.version` (Sentry release).", env="SENTRY_RELEASE")
+    environment: str = setting(
+        "development", "`deployment.environment.name` (Sentry environment).", env="SENTRY_ENVIRONMENT"
+    )
+    attributes: dict[str, str] = setting(
+        {}, "Extra resource attributes.", env="OTEL_RESOURCE_ATTRIBUTES", env_parser=parse_key_values
+    )
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    sampler: str = setting(
+        "parentbased_traceidratio", "Head sampler.", env="OTEL_TRACES_SAMPLER", validate=one_of(*SAMPLERS)
+    )
+    ratio: float = setting(
+        1.0,
+        "Share of new traces kept by the ratio samplers.",
+        env="OTEL_TRACES_SAMPLER_ARG",
+        env_parser=parse_sampler_arg,
+        validate=number_range(0.0, 1.0),
+    )
+
+
+@dataclass(frozen=True)
+class RedactionSettings:
+    text_mode: str = setting(
+        "truncate", "How command and question text is recorded.", validate=one_of("truncate", "hash", "omit")
+    )
+    max_text_length: int = setting(100, "Characters kept of command and question text.", validate=positive)
+    max_attribute_length: int = setting(
+        4096, "Longest string attribute value, in characters; longer ones are cut.", validate=positive
+    )
+
+
+@dataclass(frozen=True)
+class GenAISettings:
+    emit_legacy_system: bool = setting(False, "Also emit the legacy `gen_ai.system` attribute.")
+    capture_message_content: bool = setting(
+        False,
+        "Record prompts and responses on LLM spans.",
+        env="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+    )
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    metric_interval: float = setting(
+        60.0,
+        "Seconds between metric exports (the env var is in milliseconds).",
+        env="OTEL_METRIC_EXPORT_INTERVAL",
+        env_parser=parse_millis,
+        validate=positive,
+    )
+    shutdown_timeout: float = setting(5.0, "Upper bound in seconds for flushing at shutdown.", validate=positive)
+
+
+@dataclass(frozen=True)
+class Price:
+    """Price of one model, per million tokens."""
+
+    input: float
+    output: float
+    currency: str = "USD"
+
+
+def _parse_pricing(value: Any) -> dict[str, Price]:
+    if not isinstance(value, Mapping):
+        raise ValueError("a table of model = {input = <per 1M tokens>, output = <per 1M tokens>}")
+    prices: dict[str, Price] = {}
+    for model, entry in value.items():
+        if isinstance(entry, Price):
+            prices[model] = entry
+            continue
+        if not isinstance(entry, Mapping) or set(entry) - {"input", "output", "currency"}:
+            raise ValueError(f"model {model!r}: a table with keys input, output and optional currency")
+        try:
+            price = Price(float(entry["input"]), float(entry["output"]), str(entry.get("currency", "USD")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"model {model!r}: input and output must be numbers (USD per 1M tokens)") from exc
+        if price.input < 0 or price.output < 0:
+            raise ValueError(f"model {model!r}: prices must not be negative")
+        prices[model] = price
+    return prices
+
+
+DEFAULT_PRICING: Final = {
+    "deepseek-chat": Price(0.27, 1.10),
+    "mistral-large-latest": Price(2.0, 6.0),
+    "gemini-1.5-pro-latest": Price(1.25, 5.0),
+}
+
+
+# --- the whole configuration ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved configuration. Build it with :func:`load_config`."""
+
+    backends: tuple[str, ...] = ("console",)
+    disabled: bool = False
+    strict: bool = False
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    redaction: RedactionSettings = field(default_factory=RedactionSettings)
+    genai: GenAISettings = field(default_factory=GenAISettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
+    pricing: Mapping[str, Price] = field(default_factory=lambda: dict(DEFAULT_PRICING))
+    backend_settings: Mapping[str, Any] = field(default_factory=dict)
+    source: str | None = None
+
+    def settings_for(self, backend: str) -> Any:
+        """The typed settings section of ``backend`` (``None`` if it declares none)."""
+        return self.backend_settings.get(backend)
+
+
+ROOT_SETTINGS: Final[dict[str, SettingSpec]] = {
+    "backends": SettingSpec(
+        "Backends to send telemetry to, several at once allowed.", env=(BACKENDS_ENV,), env_parser=parse_list
+    ),
+    "disabled": SettingSpec("Turn all telemetry off.", env=("OTEL_SDK_DISABLED",), env_parser=parse_bool),
+    "strict": SettingSpec(
+        "Fail at start on a bad configuration instead of running with telemetry off.",
+        env=("OTEL_HAKGAL_STRICT",),
+        env_parser=parse_bool,
+    ),
+    "pricing": SettingSpec("Model prices: `[pricing.\"<model>\"] input = .., output = .., currency = ..` (per 1M tokens)."),
+}
+
+CORE_SECTIONS: Final[dict[str, type]] = {
+    "service": ServiceSettings,
+    "sampling": SamplingSettings,
+    "redaction": RedactionSettings,
+    "genai": GenAISettings,
+    "export": ExportSettings,
+}
+
+
+def all_sections() -> dict[str, type]:
+    """Core sections plus every backend's own settings section, by section name."""
+    from otel_hakgal.backends import settings_sections
+
+    return {**CORE_SECTIONS, **settings_sections()}
+
+
+# --- loading ----------------------------------------------------------------
+
+
+@dataclass
+class _Value:
+    value: Any
+    source: str
+
+
+def _flatten(data: Mapping[str, Any], source: str, prefix: str = "") -> dict[str, _Value]:
+    flat: dict[str, _Value] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        # Tables are sections except where the setting itself is a table.
+        if isinstance(value, Mapping) and dotted not in ("pricing",) and not _is_table_setting(dotted):
+            flat.update(_flatten(value, source, dotted + "."))
+        else:
+            flat[dotted] = _Value(value, source)
+    return flat
+
+
+def _is_table_setting(dotted: str) -> bool:
+    section, _, key = dotted.partition(".")
+    cls = all_sections().get(section)
+    if cls is None or not key:
+        return False
+    hints = typing.get_type_hints(cls)
+    return key in hints and typing.get_origin(hints[key]) is dict
+
+
+def _read_file(path: Path) -> dict[str, _Value]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: cannot read the config file: it does not exist"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror or exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return _flatten(data, str(path))
+
+
+def _env_specs() -> list[tuple[str, str, SettingSpec]]:
+    """(env var, dotted key, spec) for every setting that reads the environment."""
+    specs = [(env, key, spec) for key, spec in ROOT_SETTINGS.items() for env in spec.env]
+    for section, cls in all_sections().items():
+        for f in dataclasses.fields(cls):
+            spec = spec_of(f)
+            specs.extend((env, f"{section}.{f.name}", spec) for env in spec.env)
+    return specs
+
+
+def environment_variables() -> dict[str, str]:
+    """Every environment variable the configuration honours, with its key."""
+    result = {env: key for env, key, _ in _env_specs()}
+    result[CONFIG_FILE_ENV] = "(path of the config file)"
+    return result
+
+
+def _read_env(environ: Mapping[str, str], problems: list[str]) -> dict[str, _Value]:
+    flat: dict[str, _Value] = {}
+    for env, key, spec in _env_specs():
+        raw = environ.get(env)
+        if raw is None or (raw == "" and key != "disabled"):
+            continue
+        source = f"environment variable {env}"
+        if key in flat:  # the first listed variable wins
+            continue
+        if spec.env_parser is not None:
+            try:
+                flat[key] = _Value(spec.env_parser(raw), source)
+            except ValueError as exc:
+                problems.append(f"{source}: {raw!r} is not valid; expected {exc}")
+        else:
+            flat[key] = _Value(raw, source)
+    return flat
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """Convert ``value`` to the annotated type or raise ValueError saying what was expected."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _coerce(value, options[0])
+    if hint is bool:
+        if isinstance(value, str):
+            return parse_bool(value)
+        if isinstance(value, bool):
+            return value
+        raise ValueError("'true' or 'false'")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError("an integer")
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError("an integer") from None
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError("a number")
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("a number") from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError("a string")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = parse_list(value)
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ValueError("a list of strings")
+        return tuple(value)
+    if origin is dict:
+        if isinstance(value, str):
+            value = parse_key_values(value)
+        if not isinstance(value, Mapping):
+            raise ValueError("a table of string values")
+        return {str(k): str(v) for k, v in value.items()}
+    return value
+
+
+def _build_section(
+    cls: type, section: str, merged: dict[str, _Value], problems: list[str]
+) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        entry = merged.get(f"{section}.{f.name}")
+        if entry is None:
+            continue
+        spec = spec_of(f)
+        where = f"{entry.source}: key '{section}.{f.name}'"
+        try:
+            value = _coerce(entry.value, hints[f.name])
+        except ValueError as exc:
+            problems.append(f"{where}: {entry.value!r} is not valid; expected {exc}")
+            continue
+        allowed = spec.validate(value) if spec.validate else None
+        if allowed is not None:
+            problems.append(f"{where}: {entry.value!r} is not allowed; expected {allowed}")
+            continue
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _known_keys() -> set[str]:
+    keys = set(ROOT_SETTINGS)
+    for section, cls in all_sections().items():
+        keys.update(f"{section}.{f.name}" for f in dataclasses.fields(cls))
+    return keys
+
+
+def _check_unknown(layer: dict[str, _Value], problems: list[str]) -> None:
+    known = _known_keys()
+    for key, entry in layer.items():
+        if key in known or key.startswith("pricing."):
+            continue
+        section = key.partition(".")[0]
+        hint = difflib.get_close_matches(key, sorted(known), n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        if section in all_sections():
+            allowed = ", ".join(sorted(k.partition(".")[2] for k in known if k.startswith(section + ".")))
+            problems.append(f"{entry.source}: unknown key '{key}'{suggestion}; keys of [{section}]: {allowed}")
+        else:
+            sections = ", ".join(sorted([*ROOT_SETTINGS, *all_sections()]))
+            problems.append(f"{entry.source}: unknown key '{key}'{suggestion}; known top-level keys: {sections}")
+
+
+def _normalise_overrides(overrides: Mapping[str, Any]) -> dict[str, _Value]:
+    """Accept both nested (``{"otlp": {"endpoint": ..}}``) and dotted (``{"otlp.endpoint": ..}``) keys."""
+    flat: dict[str, _Value] = {}
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and key != "pricing" and not _is_table_setting(key):
+            flat.update(_flatten(value, ARGUMENT_SOURCE, key + "."))
+        else:
+            flat[key] = _Value(value, ARGUMENT_SOURCE)
+    return flat
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Resolve the configuration from arguments, environment, file and defaults.
+
+    ``path`` defaults to ``$OTEL_HAKGAL_CONFIG``; with neither, no file is read.
+    Raises :class:`ConfigError` listing every problem found.
+    """
+    from otel_hakgal.backends import available_backends
+
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    file_path = Path(path) if path is not None else None
+    if file_path is None and environ.get(CONFIG_FILE_ENV):
+        file_path = Path(environ[CONFIG_FILE_ENV])
+    file_layer = _read_file(file_path) if file_path is not None else {}
+    env_layer = _read_env(environ, problems)
+    arg_layer = _normalise_overrides(overrides or {})
+    _check_unknown(file_layer, problems)
+    _check_unknown(arg_layer, problems)
+    merged = {**file_layer, **env_layer, **arg_layer}
+
+    sections = {name: _build_section(cls, name, merged, problems) for name, cls in all_sections().items()}
+
+    root: dict[str, Any] = {}
+    for key in ("disabled", "strict"):
+        if key in merged:
+            entry = merged[key]
+            try:
+                root[key] = _coerce(entry.value, bool)
+            except ValueError as exc:
+                problems.append(f"{entry.source}: key '{key}': {entry.value!r} is not valid; expected {exc}")
+    if "backends" in merged:
+        entry = merged["backends"]
+        try:
+            names = _coerce(entry.value, tuple[str, ...])
+        except ValueError as exc:
+            problems.append(f"{entry.source}: key 'backends': {entry.value!r} is not valid; expected {exc}")
+        else:
+            known = available_backends()
+            for name in names:
+                if name not in known:
+                    hint = difflib.get_close_matches(name, known, n=1)
+                    suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+                    problems.append(
+                        f"{entry.source}: key 'backends': unknown backend {name!r}{suggestion}; "
+                        f"available: {', '.join(known)}"
+                    )
+            root["backends"] = tuple(dict.fromkeys(names))  # keep order, drop repeats
+    pricing = dict(DEFAULT_PRICING)
+    pricing_entries = {k: v for k, v in merged.items() if k == "pricing" or k.startswith("pricing.")}
+    for key, entry in pricing_entries.items():
+        table = entry.value if key == "pricing" else {key.partition(".")[2]: entry.value}
+        try:
+            pricing.update(_parse_pricing(table))
+        except ValueError as exc:
+            problems.append(f"{entry.source}: key '{key}': {entry.value!r} is not valid; expected {exc}")
+
+    if problems:
+        raise ConfigError(problems)
+    core = {name: sections.pop(name) for name in CORE_SECTIONS}
+    return Config(**root, **core, pricing=pricing, backend_settings=sections, source=str(file_path) if file_path else None)
+
+
+# --- presenting -------------------------------------------------------------
+
+
+def mask_secret(value: str) -> str:
+    """Hide the secret parts of a DSN, URL or header value, keeping its shape."""
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme and parsed.hostname and (parsed.username or parsed.password):
+        host = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
+        return urllib.parse.urlunsplit((parsed.scheme, f"***@{host}", parsed.path, parsed.query, ""))
+    if parsed.scheme and parsed.hostname:
+        return value
+    return "***" if value else value
+
+
+def describe(config: Config) -> dict[str, Any]:
+    """A plain, secret-masked view of ``config`` for printing (``check-config``)."""
+    out: dict[str, Any] = {
+        "source": config.source or "(no file)",
+        "backends": list(config.backends),
+        "disabled": config.disabled,
+        "strict": config.strict,
+    }
+    sections: dict[str, Any] = {
+        **{name: getattr(config, name) for name in CORE_SECTIONS},
+        **{name: s for name, s in config.backend_settings.items() if name in config.backends},
+    }
+    for name, section in sections.items():
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if spec_of(f).secret:
+                if isinstance(value, Mapping):
+                    value = {k: "***" for k in value}
+                elif isinstance(value, str):
+                    value = mask_secret(value)
+            values[f.name] = value
+        out[name] = values
+    out["pricing"] = {model: dataclasses.asdict(price) for model, price in config.pricing.items()}
+    return out

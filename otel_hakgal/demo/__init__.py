@@ -1,0 +1,1 @@
+"""HAK-GAL reference service (miniature) used as demo, test bed and benchmark target."""

@@ -1,0 +1,51 @@
+"""The layer's metric instruments, created from the conventions in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentelemetry.metrics import Counter, Histogram, Meter, MeterProvider, get_meter_provider
+
+from otel_hakgal import __version__
+from otel_hakgal.conventions import INSTRUMENTATION_SCOPE, Metric, MetricDef, metric_def
+
+
+def _histogram(meter: Meter, definition: MetricDef) -> Histogram:
+    return meter.create_histogram(
+        definition.name,
+        unit=definition.unit,
+        description=definition.description,
+        explicit_bucket_boundaries_advisory=definition.buckets,
+    )
+
+
+def _counter(meter: Meter, definition: MetricDef) -> Counter:
+    return meter.create_counter(definition.name, unit=definition.unit, description=definition.description)
+
+
+@dataclass(frozen=True)
+class Instruments:
+    command_duration: Histogram
+    query_duration: Histogram
+    prover_duration: Histogram
+    prover_runs: Counter
+    cache_lookups: Counter
+    llm_cost: Counter
+    errors: Counter
+    gen_ai_duration: Histogram
+    gen_ai_tokens: Histogram
+
+    @classmethod
+    def create(cls, provider: MeterProvider | None = None) -> Instruments:
+        meter = (provider or get_meter_provider()).get_meter(INSTRUMENTATION_SCOPE, __version__)
+        return cls(
+            command_duration=_histogram(meter, metric_def(Metric.COMMAND_DURATION)),
+            query_duration=_histogram(meter, metric_def(Metric.QUERY_DURATION)),
+            prover_duration=_histogram(meter, metric_def(Metric.PROVER_DURATION)),
+            prover_runs=_counter(meter, metric_def(Metric.PROVER_RUNS)),
+            cache_lookups=_counter(meter, metric_def(Metric.CACHE_LOOKUPS)),
+            llm_cost=_counter(meter, metric_def(Metric.LLM_COST)),
+            errors=_counter(meter, metric_def(Metric.ERRORS)),
+            gen_ai_duration=_histogram(meter, metric_def(Metric.GEN_AI_OPERATION_DURATION)),
+            gen_ai_tokens=_histogram(meter, metric_def(Metric.GEN_AI_TOKEN_USAGE)),
+        )

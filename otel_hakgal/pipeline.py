@@ -1,0 +1,328 @@
+"""``setup()``: turn a ``Config`` into providers, processors and readers, once per process.
+
+One TracerProvider serves the whole process. Its sampler and span processor
+are switchable wrappers, so calling ``setup()`` again swaps the backends in
+place instead of stacking a second provider or doubling processors.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import sampling as otel_sampling
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
+
+from otel_hakgal import __version__
+from otel_hakgal._state import state
+from otel_hakgal.backends import Backend, backend_class
+from otel_hakgal.config import Config, SamplingSettings, load_config
+from otel_hakgal.conventions import INSTRUMENTATION_SCOPE
+from otel_hakgal.instruments import Instruments
+
+logger = logging.getLogger("otel_hakgal")
+
+
+# --- switchable parts of the one TracerProvider ----------------------------
+
+
+class FanOutSpanProcessor(SpanProcessor):
+    """Forwards to the active backends' processors; a failing one never reaches the app."""
+
+    def __init__(self) -> None:
+        self.processors: tuple[SpanProcessor, ...] = ()
+        self._warned: set[int] = set()
+
+    def _guard(self, processor: SpanProcessor, call: Callable[[], object]) -> None:
+        try:
+            call()
+        except Exception:
+            if id(processor) not in self._warned:  # one warning per processor, not one per span
+                self._warned.add(id(processor))
+                logger.warning("span processor %s failed; its spans are dropped", type(processor).__name__, exc_info=True)
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        for processor in self.processors:
+            self._guard(processor, lambda p=processor: p.on_start(span, parent_context))  # type: ignore[misc]
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for processor in self.processors:
+            self._guard(processor, lambda p=processor: p.on_end(span))  # type: ignore[misc]
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return all(processor.force_flush(timeout_millis) for processor in self.processors)
+
+    def shutdown(self) -> None:
+        for processor in self.processors:
+            processor.shutdown()
+
+
+class SwitchableSampler(otel_sampling.Sampler):
+    """Delegates to the sampler of the current configuration."""
+
+    def __init__(self, delegate: otel_sampling.Sampler) -> None:
+        self.delegate = delegate
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> otel_sampling.SamplingResult:
+        return self.delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return self.delegate.get_description()
+
+
+def build_sampler(settings: SamplingSettings) -> otel_sampling.Sampler:
+    ratio = otel_sampling.TraceIdRatioBased(settings.ratio)
+    by_name: dict[str, otel_sampling.Sampler] = {
+        "always_on": otel_sampling.ALWAYS_ON,
+        "always_off": otel_sampling.ALWAYS_OFF,
+        "traceidratio": ratio,
+        "parentbased_always_on": otel_sampling.ParentBased(otel_sampling.ALWAYS_ON),
+        "parentbased_always_off": otel_sampling.ParentBased(otel_sampling.ALWAYS_OFF),
+        "parentbased_traceidratio": otel_sampling.ParentBased(ratio),
+    }
+    return by_name[settings.sampler]
+
+
+def build_resource(config: Config) -> Resource:
+    attributes: dict[str, Any] = {
+        **config.service.attributes,
+        "service.name": config.service.name,
+        "service.version": config.service.version,
+        "deployment.environment.name": config.service.environment,
+        "telemetry.distro.name": "otel_hakgal",
+        "telemetry.distro.version": __version__,
+    }
+    return Resource.create(attributes)
+
+
+class _Process:
+    """Process-wide objects that exist at most once."""
+
+    lock = threading.RLock()
+    fan_out = FanOutSpanProcessor()
+    sampler = SwitchableSampler(otel_sampling.ParentBased(otel_sampling.ALWAYS_ON))
+    tracer_provider: TracerProvider | None = None
+    handle: Handle | None = None
+    atexit_registered = False
+
+
+def _ensure_tracer_provider(config: Config, resource: Resource) -> TracerProvider:
+    """Our TracerProvider, or the SDK one someone already set globally, with the fan-out attached once."""
+    if _Process.tracer_provider is not None:
+        return _Process.tracer_provider
+    existing = trace.get_tracer_provider()
+    if isinstance(existing, TracerProvider):
+        provider = existing  # e.g. set by the launcher: join it rather than fight it
+    else:
+        provider = TracerProvider(
+            resource=resource,
+            sampler=_Process.sampler,
+            span_limits=SpanLimits(max_attribute_length=config.redaction.max_attribute_length),
+        )
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(_Process.fan_out)
+    _Process.tracer_provider = provider
+    return provider
+
+
+# --- the handle ------------------------------------------------------------
+
+
+class Handle:
+    """The result of :func:`setup`: the active configuration and its backends."""
+
+    def __init__(
+        self,
+        config: Config,
+        backends: Mapping[str, Backend],
+        processors: Sequence[SpanProcessor],
+        meter_provider: MeterProvider | None,
+    ) -> None:
+        self.config = config
+        self.backends = dict(backends)
+        self._processors = tuple(processors)
+        self._meter_provider = meter_provider
+        self._shut_down = False
+
+    def backend(self, name: str) -> Any:
+        """The running backend ``name`` (e.g. ``handle.backend("memory").spans()``)."""
+        try:
+            return self.backends[name]
+        except KeyError:
+            raise KeyError(f"backend {name!r} is not active; active: {', '.join(self.backends) or 'none'}") from None
+
+    @property
+    def active(self) -> bool:
+        return not self._shut_down
+
+    def force_flush(self, timeout_s: float | None = None) -> bool:
+        """Export everything finished so far. Returns False if a backend did not finish in time."""
+        timeout_ms = int((timeout_s or self.config.export.shutdown_timeout) * 1000)
+        ok = all(processor.force_flush(timeout_ms) for processor in self._processors)
+        if self._meter_provider is not None:
+            ok = self._meter_provider.force_flush(timeout_ms) and ok
+        return ok
+
+    def shutdown(self, timeout_s: float | None = None) -> bool:
+        """Flush and stop every backend, within ``timeout_s`` (default ``export.shutdown_timeout``).
+
+        Returns False when the backends did not finish in time (a backend that
+        is down); the process can exit regardless.
+        """
+        with _Process.lock:
+            if self._shut_down:
+                return True
+            self._shut_down = True
+            if _Process.handle is self:
+                _Process.fan_out.processors = ()
+                _Process.handle = None
+                state.backends = ()
+        return _run_bounded(self._stop_all, timeout_s or self.config.export.shutdown_timeout)
+
+    def _stop_all(self) -> None:
+        for processor in self._processors:
+            _quietly(processor.shutdown)
+        if self._meter_provider is not None:
+            _quietly(self._meter_provider.shutdown)
+        for backend in self.backends.values():
+            _quietly(backend.shutdown)
+
+    def __repr__(self) -> str:
+        return f"<otel_hakgal.Handle backends={list(self.backends)} active={self.active}>"
+
+
+def _quietly(call: Callable[[], object]) -> None:
+    try:
+        call()
+    except Exception:
+        logger.warning("error while shutting down telemetry", exc_info=True)
+
+
+def _run_bounded(work: Callable[[], None], timeout_s: float) -> bool:
+    """Run ``work`` in a daemon thread and wait at most ``timeout_s`` for it."""
+    thread = threading.Thread(target=work, name="otel_hakgal-shutdown", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        logger.warning("telemetry shutdown did not finish within %.1f s; unsent data is dropped", timeout_s)
+        return False
+    return True
+
+
+# --- setup -----------------------------------------------------------------
+
+
+def _install_propagators(backends: Sequence[Backend]) -> None:
+    extra = [p for backend in backends for p in backend.propagators()]
+    propagators: list[TextMapPropagator] = [TraceContextTextMapPropagator(), W3CBaggagePropagator(), *extra]
+    propagate.set_global_textmap(CompositePropagator(propagators))
+
+
+def _at_exit() -> None:
+    handle = _Process.handle
+    if handle is not None:
+        handle.shutdown()
+
+
+def setup(
+    config: str | os.PathLike[str] | Config | None = None,
+    *,
+    backends: Sequence[str] | str | None = None,
+    service_name: str | None = None,
+    sample_ratio: float | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> Handle:
+    """Configure telemetry for this process and return a :class:`Handle`.
+
+    ``config`` is a TOML file path (default: ``$OTEL_HAKGAL_CONFIG``) or a
+    ready :class:`Config`. Keyword arguments win over the environment, which
+    wins over the file. ``settings`` takes any other keys, dotted
+    (``{"otlp.endpoint": ...}``) or nested. Raises
+    :class:`~otel_hakgal.config.ConfigError` on a bad configuration.
+
+    Calling it again reconfigures in place: the previous backends are flushed
+    and stopped, and no provider, processor or span is doubled. Calling it
+    with an unchanged configuration returns the running handle.
+    """
+    if isinstance(config, Config):
+        resolved = config
+    else:
+        overrides: dict[str, Any] = dict(settings or {})
+        if backends is not None:
+            overrides["backends"] = [backends] if isinstance(backends, str) else list(backends)
+        if service_name is not None:
+            overrides["service.name"] = service_name
+        if sample_ratio is not None:
+            overrides["sampling.ratio"] = sample_ratio
+        resolved = load_config(config, overrides=overrides)
+
+    with _Process.lock:
+        previous = _Process.handle
+        if previous is not None and previous.config == resolved:
+            return previous
+        if previous is not None:
+            previous.shutdown()
+        return _install(resolved)
+
+
+def _install(config: Config) -> Handle:
+    if config.disabled:
+        logger.info("otel_hakgal: telemetry disabled by configuration")
+        handle = Handle(config, {}, (), None)
+        state.config = config
+        _Process.handle = handle
+        return handle
+
+    resource = build_resource(config)
+    backends = {name: backend_class(name)(config, resource) for name in config.backends}
+    processors = [p for backend in backends.values() for p in backend.span_processors()]
+    readers: list[MetricReader] = [r for backend in backends.values() for r in backend.metric_readers()]
+
+    provider = _ensure_tracer_provider(config, resource)
+    _Process.sampler.delegate = build_sampler(config.sampling)
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers) if readers else None
+    if meter_provider is not None and not isinstance(metrics.get_meter_provider(), MeterProvider):
+        metrics.set_meter_provider(meter_provider)
+    _install_propagators(list(backends.values()))
+
+    handle = Handle(config, backends, processors, meter_provider)
+    state.config = config
+    state.tracer = provider.get_tracer(INSTRUMENTATION_SCOPE, __version__)
+    state.instruments = Instruments.create(meter_provider or metrics.NoOpMeterProvider())
+    state.backends = tuple(backends.values())
+    _Process.fan_out.processors = tuple(processors)
+    _Process.handle = handle
+    if not _Process.atexit_registered:
+        atexit.register(_at_exit)
+        _Process.atexit_registered = True
+    return handle
+
+
+def active_handle() -> Handle | None:
+    """The handle of the running configuration, if ``setup()`` was called."""
+    return _Process.handle
