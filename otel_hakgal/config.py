@@ -131,11 +131,10 @@ def parse_key_values(raw: str) -> dict[str, str]:
 
 
 def parse_millis(raw: str) -> float:
-    return float(raw) / 1000.0
-
-
-def parse_sampler_arg(raw: str) -> float:
-    return float(raw)
+    try:
+        return float(raw) / 1000.0
+    except ValueError:
+        raise ValueError("a number of milliseconds") from None
 
 
 # --- the core sections ------------------------------------------------------
@@ -171,7 +170,6 @@ class SamplingSettings:
         1.0,
         "Share of new traces kept by the ratio samplers.",
         env="OTEL_TRACES_SAMPLER_ARG",
-        env_parser=parse_sampler_arg,
         validate=number_range(0.0, 1.0),
     )
 
@@ -371,7 +369,7 @@ def _read_env(environ: Mapping[str, str], problems: list[str]) -> dict[str, _Val
             try:
                 flat[key] = _Value(spec.env_parser(raw), source)
             except ValueError as exc:
-                problems.append(f"{source}: {raw!r} is not valid; expected {exc}")
+                problems.append(f"{source} (key '{key}'): {raw!r} is not valid; expected {exc}")
         else:
             flat[key] = _Value(raw, source)
     return flat

@@ -1,0 +1,53 @@
+"""The ``otel-hakgal`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from otel_hakgal.config import ConfigError, describe, load_config
+
+EXIT_CONFIG_ERROR = 2
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as error:
+        print(f"otel-hakgal: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    print(json.dumps(describe(config), indent=2, default=str))
+    return 0
+
+
+def _demo(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    from otel_hakgal.demo import run  # the demo is loaded only for this subcommand
+
+    return run.main(list(rest))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="otel-hakgal", description="OpenTelemetry instrumentation for HAK-GAL.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser(
+        "check-config",
+        help="validate a configuration and print it resolved, secrets masked",
+        description="Resolve the configuration (arguments > environment > file > defaults) and print it. "
+        "Exits 2 when it is invalid.",
+    )
+    check.add_argument("file", nargs="?", help="TOML config file (default: $OTEL_HAKGAL_CONFIG)")
+    commands.add_parser(
+        "demo", help="run the HAK-GAL reference service with a scripted workload", add_help=False
+    )
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "check-config":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return _check_config(args)
+    return _demo(args, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Test kit for HAK-GAL developers: pytest fixtures and a loopback OTLP receiver.
+
+Enable in a ``conftest.py`` with ``pytest_plugins = ["otel_hakgal.testing"]``:
+
+- ``hakgal_telemetry``: telemetry recorded in memory (spans and metrics).
+- ``otlp_receiver``: a running :class:`OtlpReceiver` on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
+from opentelemetry.sdk.trace import ReadableSpan
+
+from otel_hakgal.pipeline import Handle, setup
+from otel_hakgal.testing.receiver import OtlpReceiver, ReceivedPoint, ReceivedSpan
+
+__all__ = ["OtlpReceiver", "ReceivedPoint", "ReceivedSpan", "TelemetryRecorder", "hakgal_telemetry", "otlp_receiver"]
+
+
+class TelemetryRecorder:
+    """Spans and metrics recorded by the ``memory`` backend, with lookups tests need."""
+
+    def __init__(self, **setup_kwargs: Any) -> None:
+        self._setup_kwargs = setup_kwargs
+        self.handle: Handle = setup(backends=["memory"], **setup_kwargs)
+
+    @property
+    def _memory(self) -> Any:
+        return self.handle.backend("memory")
+
+    def spans(self) -> list[ReadableSpan]:
+        """Finished spans, in the order they ended."""
+        return self._memory.spans()  # type: ignore[no-any-return]
+
+    def spans_named(self, name: str) -> list[ReadableSpan]:
+        return [span for span in self.spans() if span.name == name]
+
+    def span(self, name: str) -> ReadableSpan:
+        """The one finished span called ``name`` (fails if there are none or several)."""
+        found = self.spans_named(name)
+        names = sorted({span.name for span in self.spans()})
+        assert len(found) == 1, f"expected one span {name!r}, found {len(found)}; span names: {names}"
+        return found[0]
+
+    def metric_points(self, name: str) -> list[NumberDataPoint | HistogramDataPoint]:
+        data = self._memory.metrics()
+        points: list[Any] = []
+        for resource_metrics in data.resource_metrics if data else ():
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    if metric.name == name:
+                        points.extend(metric.data.data_points)
+        return points
+
+    def _matching(self, name: str, attributes: Mapping[str, Any] | None, extra: Mapping[str, Any]) -> list[Any]:
+        wanted = {**(attributes or {}), **extra}
+        return [
+            p for p in self.metric_points(name) if all((p.attributes or {}).get(k) == v for k, v in wanted.items())
+        ]
+
+    def counter_value(self, name: str, attributes: Mapping[str, Any] | None = None, **extra: Any) -> float:
+        """Sum of a counter over the points whose attributes include the given ones."""
+        return sum(p.value for p in self._matching(name, attributes, extra))
+
+    def histogram_count(self, name: str, attributes: Mapping[str, Any] | None = None, **extra: Any) -> int:
+        """Number of recordings of a histogram over the matching points."""
+        return sum(p.count for p in self._matching(name, attributes, extra))
+
+    def clear(self) -> None:
+        """Forget all spans and metrics recorded so far."""
+        self.handle.shutdown()
+        self.handle = setup(backends=["memory"], **self._setup_kwargs)
+
+    def close(self) -> None:
+        self.handle.shutdown()
+
+
+@pytest.fixture
+def hakgal_telemetry() -> Iterator[TelemetryRecorder]:
+    """Telemetry configured with the ``memory`` backend for this test."""
+    recorder = TelemetryRecorder()
+    try:
+        yield recorder
+    finally:
+        recorder.close()
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """A running loopback OTLP/HTTP receiver; point the ``otlp`` backend at ``.endpoint``."""
+    with OtlpReceiver() as receiver:
+        yield receiver

@@ -1,0 +1,41 @@
+import re
+
+from otel_hakgal import conventions as cv
+
+
+def _constants(namespace: type) -> dict[str, str]:
+    return {k: v for k, v in vars(namespace).items() if k.isupper() and isinstance(v, str)}
+
+
+def test_every_attribute_key_is_defined_once() -> None:
+    keys = [a.key for a in cv.ATTRIBUTES]
+    assert len(keys) == len(set(keys))
+    assert set(_constants(cv.Attr).values()) == set(keys)
+
+
+def test_spans_and_metrics_use_only_defined_attributes() -> None:
+    defined = {a.key for a in cv.ATTRIBUTES}
+    for span in cv.SPANS:
+        assert set(span.attributes) <= defined, span.name
+    for metric in cv.METRICS:
+        assert set(metric.attributes) <= defined, metric.name
+    assert {s.name for s in cv.SPANS} == set(_constants(cv.SpanName).values())
+    assert {m.name for m in cv.METRICS} == set(_constants(cv.Metric).values())
+
+
+def test_own_names_are_domain_first() -> None:
+    pattern = re.compile(r"^hakgal\.(command|query|prover|cache|kb|rag|llm|error|errors|parse)\b")
+    own = [a.key for a in cv.ATTRIBUTES if not a.key.startswith(("gen_ai.", "server.", "error.type"))]
+    own += [m.name for m in cv.METRICS if not m.name.startswith("gen_ai.")]
+    assert own and all(pattern.match(name) for name in own), own
+
+
+def test_genai_buckets_follow_the_spec() -> None:
+    spec = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+    assert cv.metric_def(cv.Metric.GEN_AI_OPERATION_DURATION).buckets == spec
+    assert cv.GEN_AI_TOKEN_BUCKETS == tuple(4**i for i in range(14))
+    assert cv.metric_def(cv.Metric.GEN_AI_TOKEN_USAGE).unit == "{token}"
+
+
+def test_prover_results_are_a_closed_set() -> None:
+    assert {r.value for r in cv.ProverResult} == {"proved", "refuted", "unknown", "timeout", "error"}

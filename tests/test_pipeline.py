@@ -1,0 +1,143 @@
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from opentelemetry import trace
+
+import otel_hakgal as hg
+from otel_hakgal.conventions import Attr, Metric, SpanName
+from otel_hakgal.testing import OtlpReceiver
+
+
+def _workload() -> None:
+    with hg.command("ask", text="ask Was ist die Hauptstadt von Frankreich?"):
+        with hg.query("Was ist die Hauptstadt von Frankreich?"), hg.llm_call("deepseek", "deepseek-chat") as call:
+            call.record_usage(40, 8)
+
+
+def test_every_configured_backend_gets_spans_and_metrics(otlp_receiver: OtlpReceiver, tmp_path: Path) -> None:
+    jsonl_path = tmp_path / "out.jsonl"
+    handle = hg.setup(
+        backends=["memory", "otlp", "jsonl", "console"],
+        settings={"otlp.endpoint": otlp_receiver.endpoint, "jsonl.path": str(jsonl_path), "console.stream": "stdout"},
+    )
+    try:
+        _workload()
+        assert handle.force_flush(10)
+    finally:
+        handle.shutdown()
+    names = {"hakgal.command ask", SpanName.QUERY, "chat deepseek-chat"}
+    assert {s.name for s in handle.backend("memory").spans()} == names
+    assert {s.name for s in otlp_receiver.wait_for_spans(3)} == names
+    lines = [json.loads(line) for line in jsonl_path.read_text().splitlines()]
+    jsonl_spans = [s for line in lines for rs in line.get("resourceSpans", []) for ss in rs["scopeSpans"] for s in ss["spans"]]
+    assert {s["name"] for s in jsonl_spans} == names
+    jsonl_metrics = {m["name"] for line in lines for rm in line.get("resourceMetrics", []) for sm in rm["scopeMetrics"] for m in sm["metrics"]}
+    assert {Metric.COMMAND_DURATION, Metric.GEN_AI_TOKEN_USAGE} <= jsonl_metrics
+    assert otlp_receiver.metric_points(Metric.COMMAND_DURATION)
+
+
+def test_setup_twice_does_not_double_providers_processors_or_spans(otlp_receiver: OtlpReceiver) -> None:
+    settings = {"otlp.endpoint": otlp_receiver.endpoint}
+    first = hg.setup(backends=["otlp"], settings=settings)
+    provider = trace.get_tracer_provider()
+    again = hg.setup(backends=["otlp"], settings=settings)
+    assert again is first  # same configuration: the running handle
+    second = hg.setup(backends=["otlp", "memory"], settings=settings)
+    assert second is not first and not first.active
+    assert trace.get_tracer_provider() is provider
+    try:
+        _workload()
+        second.force_flush(10)
+        assert len(second.backend("memory").spans()) == 3
+        time.sleep(0.2)
+        assert len(otlp_receiver.wait_for_spans(3)) == 3
+        assert len(otlp_receiver.spans()) == 3  # not 6
+    finally:
+        second.shutdown()
+
+
+def test_shutdown_is_bounded_when_the_backend_is_down() -> None:
+    with OtlpReceiver() as receiver:
+        receiver.fault_delay_s = 30  # answers only after 30 s
+        handle = hg.setup(
+            backends=["otlp"],
+            settings={"otlp.endpoint": receiver.endpoint, "export.shutdown_timeout": 1.0, "otlp.timeout": 20},
+        )
+        _workload()
+        started = time.monotonic()
+        finished = handle.shutdown()
+        elapsed = time.monotonic() - started
+        receiver.fault_delay_s = 0
+    assert finished is False
+    assert elapsed < 3.0
+
+
+def test_unreachable_backend_never_breaks_the_app() -> None:
+    handle = hg.setup(backends=["otlp"], settings={"otlp.endpoint": "http://127.0.0.1:9", "otlp.timeout": 0.5})
+    try:
+        for _ in range(50):
+            _workload()
+    finally:
+        handle.shutdown(timeout_s=2)
+
+
+def test_disabled_sends_nothing(otlp_receiver: OtlpReceiver) -> None:
+    handle = hg.setup(backends=["otlp"], settings={"otlp.endpoint": otlp_receiver.endpoint, "disabled": True})
+    _workload()
+    handle.shutdown()
+    time.sleep(0.2)
+    assert otlp_receiver.spans() == [] and handle.backends == {}
+
+
+def test_sampler_from_config_applies(otlp_receiver: OtlpReceiver) -> None:
+    handle = hg.setup(backends=["memory"], settings={"sampling.sampler": "always_off"})
+    try:
+        _workload()
+        assert handle.backend("memory").spans() == []
+        # metrics are recorded regardless of sampling
+        points = handle.backend("memory").metrics().resource_metrics[0].scope_metrics[0].metrics
+        assert Metric.COMMAND_DURATION in {m.name for m in points}
+    finally:
+        handle.shutdown()
+
+
+def test_resource_carries_service_identity() -> None:
+    handle = hg.setup(backends=["memory"], service_name="hak-gal-test", settings={"service.environment": "ci"})
+    try:
+        _workload()
+        span = handle.backend("memory").spans()[0]
+    finally:
+        handle.shutdown()
+    # The TracerProvider's resource is fixed at the first setup() in a process,
+    # so assert only what every test run shares.
+    assert span.resource.attributes["telemetry.distro.name"] == "otel_hakgal"
+
+
+def test_resource_in_a_fresh_process(otlp_receiver: OtlpReceiver) -> None:
+    code = f"""
+import otel_hakgal as hg
+h = hg.setup(backends=["otlp"], service_name="hak-gal-api", settings={{"otlp.endpoint": "{otlp_receiver.endpoint}"}})
+with hg.command("status"):
+    pass
+h.shutdown()
+"""
+    env = {"PATH": "/usr/bin:/bin", "SENTRY_ENVIRONMENT": "staging", "SENTRY_RELEASE": "1.0.0",
+           "OTEL_RESOURCE_ATTRIBUTES": "team=reasoning"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    [span] = otlp_receiver.wait_for_spans(1)
+    assert span.resource["service.name"] == "hak-gal-api"
+    assert span.resource["deployment.environment.name"] == "staging"
+    assert span.resource["service.version"] == "1.0.0"
+    assert span.resource["team"] == "reasoning"
+    assert span.attributes[Attr.COMMAND_NAME] == "status"
+
+
+@pytest.mark.parametrize("bad", [{"backends": ["nope"]}, {"sampling.ratio": 2}])
+def test_setup_rejects_bad_configuration(bad: dict[str, object]) -> None:
+    with pytest.raises(hg.ConfigError):
+        hg.setup(settings=bad)
