@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from otel_hakgal.api import (  # noqa: E402
+from otel_hakgal.api import (
     CacheOp,
     CommandOp,
     LLMCallOp,
@@ -26,15 +26,15 @@ from otel_hakgal.api import (  # noqa: E402
     query,
     step,
 )
-from otel_hakgal.config import Config, ConfigError, load_config  # noqa: E402
-from otel_hakgal.context import (  # noqa: E402
+from otel_hakgal.config import Config, ConfigError, load_config
+from otel_hakgal.context import (
     ContextThreadPoolExecutor,
     bind_context,
     instrument_flask,
     propagation_headers,
     start_thread,
 )
-from otel_hakgal.pipeline import Handle, setup  # noqa: E402
+from otel_hakgal.pipeline import Handle, setup
 
 __all__ = [
     "CacheOp",

@@ -8,6 +8,7 @@ failure that arrives as a return value is marked with :meth:`Operation.fail`.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import json
@@ -343,10 +344,14 @@ class LLMCallOp(Operation):
     def _on_end(self, duration: float) -> None:
         instruments = state.instruments
         attributes = self._metric_attributes
-        duration_attributes = attributes if self._error_type is None else {**attributes, Attr.ERROR_TYPE: self._error_type}
+        duration_attributes = (
+            attributes if self._error_type is None else {**attributes, Attr.ERROR_TYPE: self._error_type}
+        )
         instruments.gen_ai_duration.record(duration, duration_attributes)
         if self._input_tokens is not None:
-            instruments.gen_ai_tokens.record(self._input_tokens, {**attributes, Attr.GEN_AI_TOKEN_TYPE: TokenType.INPUT.value})
+            instruments.gen_ai_tokens.record(
+                self._input_tokens, {**attributes, Attr.GEN_AI_TOKEN_TYPE: TokenType.INPUT.value}
+            )
         if self._output_tokens is not None:
             instruments.gen_ai_tokens.record(
                 self._output_tokens, {**attributes, Attr.GEN_AI_TOKEN_TYPE: TokenType.OUTPUT.value}
@@ -435,7 +440,5 @@ def capture_exception(error: BaseException, **context: AttributeValue) -> None:
     scope = op.scope if op is not None else ErrorScope.STEP
     state.instruments.errors.add(1, {Attr.ERROR_TYPE: type(error).__qualname__, Attr.ERROR_SCOPE: scope.value})
     for backend in state.backends:
-        try:
+        with contextlib.suppress(Exception):  # a reporting backend must never break the caller
             backend.capture_exception(error, otel_context.get_current())
-        except Exception:  # a reporting backend must never break the caller
-            pass

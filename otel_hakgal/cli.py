@@ -23,9 +23,9 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    from otel_hakgal.demo import run  # the demo is loaded only for this subcommand
+    from otel_hakgal.demo.run import main as demo_main  # the demo is loaded only for this subcommand
 
-    return run.main(list(rest))
+    return int(demo_main(list(rest)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,9 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Exits 2 when it is invalid.",
     )
     check.add_argument("file", nargs="?", help="TOML config file (default: $OTEL_HAKGAL_CONFIG)")
-    commands.add_parser(
-        "demo", help="run the HAK-GAL reference service with a scripted workload", add_help=False
-    )
+    commands.add_parser("demo", help="run the HAK-GAL reference service with a scripted workload", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "check-config":
         if rest:

@@ -277,7 +277,9 @@ ROOT_SETTINGS: Final[dict[str, SettingSpec]] = {
         env=("OTEL_HAKGAL_STRICT",),
         env_parser=parse_bool,
     ),
-    "pricing": SettingSpec("Model prices: `[pricing.\"<model>\"] input = .., output = .., currency = ..` (per 1M tokens)."),
+    "pricing": SettingSpec(
+        'Model prices: `[pricing."<model>"] input = .., output = .., currency = ..` (per 1M tokens).'
+    ),
 }
 
 CORE_SECTIONS: Final[dict[str, type]] = {
@@ -420,9 +422,7 @@ def _coerce(value: Any, hint: Any) -> Any:
     return value
 
 
-def _build_section(
-    cls: type, section: str, merged: dict[str, _Value], problems: list[str]
-) -> Any:
+def _build_section(cls: type, section: str, merged: dict[str, _Value], problems: list[str]) -> Any:
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -542,7 +542,9 @@ def load_config(
     if problems:
         raise ConfigError(problems)
     core = {name: sections.pop(name) for name in CORE_SECTIONS}
-    return Config(**root, **core, pricing=pricing, backend_settings=sections, source=str(file_path) if file_path else None)
+    return Config(
+        **root, **core, pricing=pricing, backend_settings=sections, source=str(file_path) if file_path else None
+    )
 
 
 # --- presenting -------------------------------------------------------------

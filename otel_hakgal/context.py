@@ -63,5 +63,5 @@ def instrument_flask(app: Any) -> Any:
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
     if not getattr(app, "_is_instrumented_by_opentelemetry", False):
-        FlaskInstrumentor.instrument_app(app)
+        FlaskInstrumentor.instrument_app(app)  # type: ignore[no-untyped-call]
     return app

@@ -318,7 +318,14 @@ SPANS: Final[tuple[SpanDef, ...]] = (
         SpanName.PROVER,
         "INTERNAL",
         "One prover of the portfolio trying one goal.",
-        (Attr.PROVER_NAME, Attr.PROVER_RESULT, Attr.PROVER_REASON, Attr.PROVER_ORDER, Attr.PROVER_TIMEOUT, Attr.ERROR_TYPE),
+        (
+            Attr.PROVER_NAME,
+            Attr.PROVER_RESULT,
+            Attr.PROVER_REASON,
+            Attr.PROVER_ORDER,
+            Attr.PROVER_TIMEOUT,
+            Attr.ERROR_TYPE,
+        ),
     ),
     SpanDef(
         SpanName.CACHE,
@@ -327,7 +334,12 @@ SPANS: Final[tuple[SpanDef, ...]] = (
         (Attr.CACHE_NAME, Attr.CACHE_HIT, Attr.ERROR_TYPE),
     ),
     SpanDef(SpanName.LLM, "CLIENT", "One call to an LLM provider (GenAI conventions).", _GEN_AI_SPAN_ATTRIBUTES),
-    SpanDef(SpanName.PARSE, "INTERNAL", "Normalisation and grammar check of a formula.", (Attr.QUERY_FORMULA, Attr.ERROR_TYPE)),
+    SpanDef(
+        SpanName.PARSE,
+        "INTERNAL",
+        "Normalisation and grammar check of a formula.",
+        (Attr.QUERY_FORMULA, Attr.ERROR_TYPE),
+    ),
     SpanDef(SpanName.RAG_RETRIEVE, "INTERNAL", "Retrieval of text chunks for a question.", (Attr.RAG_CHUNK_COUNT,)),
     SpanDef(
         SpanName.RAG_EXTRACT,

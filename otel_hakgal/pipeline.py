@@ -55,7 +55,9 @@ class FanOutSpanProcessor(SpanProcessor):
         except Exception:
             if id(processor) not in self._warned:  # one warning per processor, not one per span
                 self._warned.add(id(processor))
-                logger.warning("span processor %s failed; its spans are dropped", type(processor).__name__, exc_info=True)
+                logger.warning(
+                    "span processor %s failed; its spans are dropped", type(processor).__name__, exc_info=True
+                )
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         for processor in self.processors:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from otel_hakgal.config import ROOT_SETTINGS, all_sections, environment_variables, spec_of
@@ -17,7 +18,7 @@ from otel_hakgal.conventions import ATTRIBUTES, METRICS, SPANS
 _BLOCK = re.compile(r"(<!-- generated:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -33,9 +34,7 @@ def spans_table() -> str:
 
 
 def attributes_table() -> str:
-    rows = [
-        (_code(a.key), a.type, a.description, ", ".join(_code(v) for v in a.values)) for a in ATTRIBUTES
-    ]
+    rows = [(_code(a.key), a.type, a.description, ", ".join(_code(v) for v in a.values)) for a in ATTRIBUTES]
     return _table(("attribute", "type", "meaning", "values"), rows)
 
 
@@ -61,7 +60,7 @@ def config_table() -> str:
     for section, cls in all_sections().items():
         for f in dataclasses.fields(cls):
             spec = spec_of(f)
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
             rows.append(
                 (_code(f"{section}.{f.name}"), _code(repr(default)), spec.doc, ", ".join(_code(e) for e in spec.env))
             )

@@ -104,7 +104,7 @@ def render_metrics(data: MetricsData | None) -> str:
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
                 for point in metric.data.data_points:
-                    labels = ",".join(f"{k}={v}" for k, v in sorted((point.attributes or {}).items()))
+                    labels = ",".join(f"{k}={v!s}" for k, v in sorted((point.attributes or {}).items()))
                     if isinstance(point, HistogramDataPoint):
                         mean = point.sum / point.count if point.count else 0.0
                         value = f"count={point.count} sum={point.sum:.6g} mean={mean:.6g}"

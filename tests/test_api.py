@@ -117,7 +117,9 @@ def test_llm_call_follows_genai_conventions(hakgal_telemetry: TelemetryRecorder)
     assert hakgal_telemetry.counter_value(Metric.LLM_COST, {Attr.GEN_AI_PROVIDER_NAME: "deepseek"}) == pytest.approx(
         (120 * 0.27 + 30 * 1.10) / 1e6
     )
-    tokens = {p.attributes[Attr.GEN_AI_TOKEN_TYPE]: p.sum for p in hakgal_telemetry.metric_points(Metric.GEN_AI_TOKEN_USAGE)}
+    tokens = {
+        p.attributes[Attr.GEN_AI_TOKEN_TYPE]: p.sum for p in hakgal_telemetry.metric_points(Metric.GEN_AI_TOKEN_USAGE)
+    }
     assert tokens == {"input": 120, "output": 30}
     [duration] = hakgal_telemetry.metric_points(Metric.GEN_AI_OPERATION_DURATION)
     assert duration.explicit_bounds[0] == 0.01 and duration.explicit_bounds[-1] == 81.92
@@ -142,12 +144,12 @@ def test_provider_error_string_marks_the_llm_span(hakgal_telemetry: TelemetryRec
 
 
 def test_legacy_system_and_message_capture_switches() -> None:
-    recorder = TelemetryRecorder(
-        settings={"genai.emit_legacy_system": True, "genai.capture_message_content": True}
-    )
+    recorder = TelemetryRecorder(settings={"genai.emit_legacy_system": True, "genai.capture_message_content": True})
     try:
         with hg.llm_call("gcp.gemini", "gemini-1.5-pro-latest", operation="generate_content") as call:
-            call.record_messages([{"role": "user", "content": "Hauptstadt?"}], [{"role": "assistant", "content": "Paris"}])
+            call.record_messages(
+                [{"role": "user", "content": "Hauptstadt?"}], [{"role": "assistant", "content": "Paris"}]
+            )
         attrs = recorder.span("generate_content gemini-1.5-pro-latest").attributes
         assert attrs[Attr.GEN_AI_SYSTEM] == "gcp.gemini"
         assert "Hauptstadt?" in attrs[Attr.GEN_AI_INPUT_MESSAGES]

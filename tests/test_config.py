@@ -134,7 +134,10 @@ def test_pricing_table(tmp_path: Path) -> None:
 def _check_config(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "otel_hakgal.cli", "check-config", *args],
-        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **(env or {})}, timeout=60,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        timeout=60,
     )
 
 

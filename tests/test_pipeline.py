@@ -33,9 +33,17 @@ def test_every_configured_backend_gets_spans_and_metrics(otlp_receiver: OtlpRece
     assert {s.name for s in handle.backend("memory").spans()} == names
     assert {s.name for s in otlp_receiver.wait_for_spans(3)} == names
     lines = [json.loads(line) for line in jsonl_path.read_text().splitlines()]
-    jsonl_spans = [s for line in lines for rs in line.get("resourceSpans", []) for ss in rs["scopeSpans"] for s in ss["spans"]]
+    jsonl_spans = [
+        s for line in lines for rs in line.get("resourceSpans", []) for ss in rs["scopeSpans"] for s in ss["spans"]
+    ]
     assert {s["name"] for s in jsonl_spans} == names
-    jsonl_metrics = {m["name"] for line in lines for rm in line.get("resourceMetrics", []) for sm in rm["scopeMetrics"] for m in sm["metrics"]}
+    jsonl_metrics = {
+        m["name"]
+        for line in lines
+        for rm in line.get("resourceMetrics", [])
+        for sm in rm["scopeMetrics"]
+        for m in sm["metrics"]
+    }
     assert {Metric.COMMAND_DURATION, Metric.GEN_AI_TOKEN_USAGE} <= jsonl_metrics
     assert otlp_receiver.metric_points(Metric.COMMAND_DURATION)
 
@@ -125,8 +133,12 @@ with hg.command("status"):
     pass
 h.shutdown()
 """
-    env = {"PATH": "/usr/bin:/bin", "SENTRY_ENVIRONMENT": "staging", "SENTRY_RELEASE": "1.0.0",
-           "OTEL_RESOURCE_ATTRIBUTES": "team=reasoning"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SENTRY_ENVIRONMENT": "staging",
+        "SENTRY_RELEASE": "1.0.0",
+        "OTEL_RESOURCE_ATTRIBUTES": "team=reasoning",
+    }
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     [span] = otlp_receiver.wait_for_spans(1)

@@ -51,10 +51,10 @@ class Backend:
         """Extra propagators, combined with W3C tracecontext and baggage."""
         return ()
 
-    def capture_exception(self, error: BaseException, context: Context | None = None) -> None:  # noqa: B027
+    def capture_exception(self, error: BaseException, context: Context | None = None) -> None:
         """Report a handled error to an error-tracking backend (most backends: spans suffice)."""
 
-    def shutdown(self) -> None:  # noqa: B027
+    def shutdown(self) -> None:
         """Release what the backend holds beyond its processors and readers."""
 
 

@@ -25,7 +25,10 @@ class OtlpSettings:
         validate=http_url,
     )
     headers: dict[str, str] = setting(
-        {}, "Extra request headers (e.g. auth).", env="OTEL_EXPORTER_OTLP_HEADERS", env_parser=parse_key_values,
+        {},
+        "Extra request headers (e.g. auth).",
+        env="OTEL_EXPORTER_OTLP_HEADERS",
+        env_parser=parse_key_values,
         secret=True,
     )
     timeout: float = setting(10.0, "Seconds to wait for one export request.", validate=positive)
@@ -38,7 +41,8 @@ class OtlpBackend(Backend):
     Settings = OtlpSettings
 
     def _url(self, signal: str) -> str:
-        return self.settings.endpoint.rstrip("/") + f"/v1/{signal}"
+        endpoint: str = self.settings.endpoint
+        return endpoint.rstrip("/") + f"/v1/{signal}"
 
     def _compression(self) -> Compression:
         return Compression.Gzip if self.settings.compression == "gzip" else Compression.NoCompression

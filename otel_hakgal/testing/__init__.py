@@ -58,13 +58,11 @@ class TelemetryRecorder:
 
     def _matching(self, name: str, attributes: Mapping[str, Any] | None, extra: Mapping[str, Any]) -> list[Any]:
         wanted = {**(attributes or {}), **extra}
-        return [
-            p for p in self.metric_points(name) if all((p.attributes or {}).get(k) == v for k, v in wanted.items())
-        ]
+        return [p for p in self.metric_points(name) if all((p.attributes or {}).get(k) == v for k, v in wanted.items())]
 
     def counter_value(self, name: str, attributes: Mapping[str, Any] | None = None, **extra: Any) -> float:
         """Sum of a counter over the points whose attributes include the given ones."""
-        return sum(p.value for p in self._matching(name, attributes, extra))
+        return float(sum(p.value for p in self._matching(name, attributes, extra)))
 
     def histogram_count(self, name: str, attributes: Mapping[str, Any] | None = None, **extra: Any) -> int:
         """Number of recordings of a histogram over the matching points."""

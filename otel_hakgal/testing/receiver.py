@@ -110,13 +110,20 @@ def decode_metrics(body: bytes) -> list[ReceivedPoint]:
                     if kind == "histogram":
                         points.append(
                             ReceivedPoint(
-                                metric.name, metric.unit, attributes, count=point.count, sum=point.sum,
-                                bounds=tuple(point.explicit_bounds), resource=resource,
+                                metric.name,
+                                metric.unit,
+                                attributes,
+                                count=point.count,
+                                sum=point.sum,
+                                bounds=tuple(point.explicit_bounds),
+                                resource=resource,
                             )
                         )
                     else:
                         value = point.as_double if point.WhichOneof("value") == "as_double" else point.as_int
-                        points.append(ReceivedPoint(metric.name, metric.unit, attributes, value=value, resource=resource))
+                        points.append(
+                            ReceivedPoint(metric.name, metric.unit, attributes, value=value, resource=resource)
+                        )
     return points
 
 
@@ -137,7 +144,7 @@ class OtlpReceiver:
     @property
     def endpoint(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> OtlpReceiver:
         self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-receiver", daemon=True)
@@ -191,7 +198,7 @@ class OtlpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server API)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 if self.headers.get("Content-Encoding") == "gzip":
