@@ -307,7 +307,7 @@ def _install(config: Config) -> Handle:
 
     provider = _ensure_tracer_provider(config, resource)
     _Process.sampler.delegate = build_sampler(config.sampling)
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers) if readers else None
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False) if readers else None
     if meter_provider is not None and not isinstance(metrics.get_meter_provider(), MeterProvider):
         metrics.set_meter_provider(meter_provider)
     _install_propagators(list(backends.values()))

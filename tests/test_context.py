@@ -71,3 +71,51 @@ def test_propagation_headers_carry_the_current_trace(hakgal_telemetry: Telemetry
     assert int(flags, 16) & 0x01  # sampled
     assert not trace.get_current_span().is_recording()
     assert hg.propagation_headers() == {}  # no span, no baggage: nothing to send
+
+
+def test_trace_started_in_a_flask_request_continues_in_threads(hakgal_telemetry: TelemetryRecorder) -> None:
+    import json
+    import urllib.request
+
+    from flask import Flask
+    from werkzeug.serving import make_server
+
+    app = Flask("context-test")
+    hg.instrument_flask(app)
+
+    def answer() -> None:
+        with hg.query("q"):
+            pass
+
+    def ask_provider(provider: str) -> None:
+        with hg.llm_call(provider, "m"):
+            pass
+
+    @app.post("/api/command")
+    def run_command() -> dict[str, str]:
+        with hg.command("ask"):
+            hg.start_thread(answer).join(5)
+            with hg.ContextThreadPoolExecutor(max_workers=2) as pool:
+                list(pool.map(ask_provider, ["a", "b"]))
+        return {"status": "success"}
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    hg.start_thread(server.serve_forever)
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.server_port}/api/command",
+            data=json.dumps({"command": "ask x"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+    finally:
+        server.shutdown()
+    spans = hakgal_telemetry.spans()
+    server_span = next(s for s in spans if s.kind.name == "SERVER")
+    command = hakgal_telemetry.span("hakgal.command ask")
+    assert command.parent.span_id == server_span.context.span_id
+    children = [s for s in spans if s.name in (SpanName.QUERY, "chat m")]
+    assert len(children) == 3
+    assert {s.context.trace_id for s in children} == {server_span.context.trace_id}
+    assert {s.parent.span_id for s in children} == {command.context.span_id}
