@@ -26,6 +26,7 @@ from typing import Any, Final
 
 CONFIG_FILE_ENV: Final = "OTEL_HAKGAL_CONFIG"
 BACKENDS_ENV: Final = "OTEL_HAKGAL_BACKENDS"
+STRICT_ENV: Final = "OTEL_HAKGAL_STRICT"
 DEFAULTS_SOURCE: Final = "default"
 ARGUMENT_SOURCE: Final = "setup() argument"
 
@@ -205,6 +206,9 @@ class ExportSettings:
         validate=positive,
     )
     shutdown_timeout: float = setting(5.0, "Upper bound in seconds for flushing at shutdown.", validate=positive)
+    flush_on_sigterm: bool = setting(
+        True, "Make SIGTERM exit through atexit so queued telemetry is flushed (only if nothing else handles it)."
+    )
 
 
 @dataclass(frozen=True)
@@ -274,7 +278,7 @@ ROOT_SETTINGS: Final[dict[str, SettingSpec]] = {
     "disabled": SettingSpec("Turn all telemetry off.", env=("OTEL_SDK_DISABLED",), env_parser=parse_bool),
     "strict": SettingSpec(
         "Fail at start on a bad configuration instead of running with telemetry off.",
-        env=("OTEL_HAKGAL_STRICT",),
+        env=(STRICT_ENV,),
         env_parser=parse_bool,
     ),
     "pricing": SettingSpec(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -251,6 +252,20 @@ def _at_exit() -> None:
         handle.shutdown()
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SIGTERM's default action skips atexit, losing queued spans; exiting
+    # through SystemExit runs the flush in _at_exit.
+    raise SystemExit(128 + signum)
+
+
+def _install_sigterm_exit() -> None:
+    """Turn SIGTERM into a normal exit, unless the app (or its server) handles SIGTERM itself."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
 def setup(
     config: str | os.PathLike[str] | Config | None = None,
     *,
@@ -322,6 +337,8 @@ def _install(config: Config) -> Handle:
     if not _Process.atexit_registered:
         atexit.register(_at_exit)
         _Process.atexit_registered = True
+    if config.export.flush_on_sigterm:
+        _install_sigterm_exit()
     return handle
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,11 +34,13 @@ from otel_hakgal.backends import Backend
 from otel_hakgal.config import setting
 
 _ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId"})
+PATH_ENV = "OTEL_HAKGAL_JSONL_PATH"
+DEFAULT_PATH = "hakgal-telemetry.jsonl"
 
 
 @dataclass(frozen=True)
 class JsonlSettings:
-    path: str = setting("hakgal-telemetry.jsonl", "File that export requests are appended to.")
+    path: str = setting(DEFAULT_PATH, "File that export requests are appended to.", env=PATH_ENV)
     metrics: bool = setting(True, "Also write metrics.")
 
 
@@ -85,6 +88,13 @@ class JsonlSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         pass
+
+
+class JsonlFileSpanExporter(JsonlSpanExporter):
+    """The ``jsonl`` exporter for ``OTEL_TRACES_EXPORTER=jsonl`` under the plain SDK configurator."""
+
+    def __init__(self, path: str | None = None) -> None:
+        super().__init__(_LineWriter(Path(path or os.environ.get(PATH_ENV) or DEFAULT_PATH)))
 
 
 class JsonlMetricExporter(MetricExporter):

@@ -1,0 +1,106 @@
+"""Zero-code mode: the distro and configurator that ``opentelemetry-instrument`` loads.
+
+``opentelemetry-instrument <program>`` runs :class:`HakgalDistro`, then
+:class:`HakgalConfigurator`, which calls :func:`start_from_environment`:
+the same ``setup()`` as in code, configured from ``OTEL_HAKGAL_CONFIG`` and
+the ``OTEL_*`` variables. The launcher swallows exceptions from configurators
+and then silently skips all instrumentation, so this module never raises
+unless ``OTEL_HAKGAL_STRICT`` asks it to stop the program.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.sdk._configuration import _BaseConfigurator
+
+from otel_hakgal.config import BACKENDS_ENV, CONFIG_FILE_ENV, STRICT_ENV, Config, ConfigError, load_config, parse_bool
+from otel_hakgal.environment_variables import LAUNCHER_ENTRY_POINT_NAME
+from otel_hakgal.pipeline import Handle, setup
+
+logger = logging.getLogger("otel_hakgal")
+
+TRACES_EXPORTER_ENV = "OTEL_TRACES_EXPORTER"
+# OTEL_TRACES_EXPORTER names that mean one of our backends.
+_EXPORTER_BACKENDS = {
+    "otlp": "otlp",
+    "otlp_proto_http": "otlp",
+    "console": "console",
+    "jsonl": "jsonl",
+    "none": "none",
+}
+EXIT_BAD_CONFIG = 2
+
+
+class HakgalDistro(BaseDistro):  # type: ignore[misc]
+    """Makes sure the launcher uses the ``hakgal`` configurator."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        os.environ.setdefault("OTEL_PYTHON_CONFIGURATOR", LAUNCHER_ENTRY_POINT_NAME)
+
+
+class HakgalConfigurator(_BaseConfigurator):  # type: ignore[misc]
+    def _configure(self, **kwargs: Any) -> None:
+        start_from_environment()
+
+
+def _is_reloader_watcher(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> bool:
+    """True in the parent process of ``flask run --debug``, which only watches files.
+
+    Its child (``WERKZEUG_RUN_MAIN=true``) serves requests; starting vendor SDKs
+    in both would report everything twice.
+    """
+    if environ.get("WERKZEUG_RUN_MAIN") or not argv or os.path.basename(argv[0]) != "flask" or "run" not in argv:
+        return False
+    if "--no-reload" in argv:
+        return False
+    debug = "--debug" in argv or parse_bool(environ.get("FLASK_DEBUG", "") or "0")
+    return debug or "--reload" in argv
+
+
+def _exporter_overrides(environ: dict[str, str] | os._Environ[str], config_file_sets_backends: bool) -> dict[str, Any]:
+    """Map ``OTEL_TRACES_EXPORTER`` to backends, below the layer's own settings."""
+    raw = environ.get(TRACES_EXPORTER_ENV)
+    if not raw or environ.get(BACKENDS_ENV) or config_file_sets_backends:
+        return {}
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    return {"backends": [_EXPORTER_BACKENDS.get(name, name) for name in names]}
+
+
+def _file_sets_backends(environ: dict[str, str] | os._Environ[str]) -> bool:
+    path = environ.get(CONFIG_FILE_ENV)
+    if not path:
+        return False
+    try:
+        import tomllib
+
+        with open(path, "rb") as handle:
+            return "backends" in tomllib.load(handle)
+    except (OSError, ValueError):
+        return False  # load_config reports the problem
+
+
+def start_from_environment(environ: dict[str, str] | os._Environ[str] | None = None) -> Handle | None:
+    """Configure telemetry from the environment, as the launcher does.
+
+    A bad configuration prints one ERROR line and leaves telemetry off, so the
+    app still runs; with ``OTEL_HAKGAL_STRICT=1`` the program exits with 2.
+    """
+    environ = os.environ if environ is None else environ
+    if _is_reloader_watcher(sys.argv, environ):
+        return None
+    strict = parse_bool(environ.get(STRICT_ENV, "") or "0")
+    try:
+        config = load_config(environ=environ, overrides=_exporter_overrides(environ, _file_sets_backends(environ)))
+    except ConfigError as error:
+        line = "; ".join(error.problems)
+        if strict:
+            print(f"otel_hakgal ERROR: {line} (OTEL_HAKGAL_STRICT is set: not starting)", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_BAD_CONFIG) from None
+        print(f"otel_hakgal ERROR: {line}; telemetry is off", file=sys.stderr, flush=True)
+        return setup(Config(backends=(), disabled=True))
+    return setup(config)
