@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Any
 
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from otel_hakgal.config import BACKENDS_ENV, CONFIG_FILE_ENV, STRICT_ENV, Config, ConfigError, load_config, parse_bool
@@ -43,7 +43,7 @@ class HakgalDistro(BaseDistro):  # type: ignore[misc]
         os.environ.setdefault("OTEL_PYTHON_CONFIGURATOR", LAUNCHER_ENTRY_POINT_NAME)
 
 
-class HakgalConfigurator(_BaseConfigurator):  # type: ignore[misc]
+class HakgalConfigurator(_BaseConfigurator):
     def _configure(self, **kwargs: Any) -> None:
         start_from_environment()
 

@@ -322,7 +322,9 @@ def _install(config: Config) -> Handle:
 
     provider = _ensure_tracer_provider(config, resource)
     _Process.sampler.delegate = build_sampler(config.sampling)
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False) if readers else None
+    meter_provider = None
+    if readers:  # shutdown_on_exit off: the handle shuts it down, bounded in time
+        meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
     if meter_provider is not None and not isinstance(metrics.get_meter_provider(), MeterProvider):
         metrics.set_meter_provider(meter_provider)
     _install_propagators(list(backends.values()))
