@@ -1,0 +1,182 @@
+"""Zero-code mode: real `opentelemetry-instrument` subprocesses against a loopback receiver."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from otel_hakgal.launcher import _exporter_overrides, _is_reloader_watcher
+from otel_hakgal.testing import OtlpReceiver, ReceivedSpan
+from tests.support.processes import ROOT, VENV_BIN, ServerProcess, clean_env, free_port
+
+APP = "otel_hakgal.demo.api"
+INSTRUMENT = str(VENV_BIN / "opentelemetry-instrument")
+SERVER_KIND = 2
+
+
+def _forms(port: int) -> dict[str, list[str]]:
+    return {
+        "flask": [INSTRUMENT, str(VENV_BIN / "flask"), "--app", APP, "run", "--port", str(port)],
+        "gunicorn": [INSTRUMENT, str(VENV_BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", f"{APP}:app"],
+        "python -m": [INSTRUMENT, sys.executable, "-m", APP, "--port", str(port)],
+    }
+
+
+def _otlp_env(receiver: OtlpReceiver, **extra: str) -> dict[str, str]:
+    return clean_env(
+        OTEL_HAKGAL_BACKENDS="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_METRIC_EXPORT_INTERVAL="1000",
+        **extra,
+    )
+
+
+def _assert_server_span_parents_command(spans: list[ReceivedSpan], verb: str) -> None:
+    commands = [s for s in spans if s.name == f"hakgal.command {verb}"]
+    assert commands, sorted({s.name for s in spans})
+    by_id = {s.span_id: s for s in spans}
+    for command in commands:
+        parent = by_id.get(command.parent_span_id or "")
+        assert parent is not None and parent.kind == SERVER_KIND, (command, parent)
+        assert parent.trace_id == command.trace_id
+
+
+def test_opentelemetry_distro_is_installed_beside_ours() -> None:
+    # Every launcher test below runs with both distros installed: the hard case.
+    assert importlib.util.find_spec("opentelemetry.distro") is not None
+
+
+@pytest.mark.parametrize("form", ["flask", "gunicorn", "python -m"])
+def test_each_launch_form_delivers_one_trace(form: str, otlp_receiver: OtlpReceiver) -> None:
+    port = free_port()
+    server = ServerProcess(_forms(port)[form], _otlp_env(otlp_receiver), port)
+    try:
+        server.wait_ready()
+        for _ in range(3):
+            status, body = server.post_command("status")
+            assert status == 200 and body["status"] == "success"
+    finally:
+        output = server.stop()
+    spans = otlp_receiver.wait_for_spans(6, timeout_s=15)
+    _assert_server_span_parents_command(spans, "status")
+    server_spans = [s for s in spans if s.kind == SERVER_KIND]
+    assert len(server_spans) == 3, output  # one per request: no doubled provider or processor
+    assert len([s for s in spans if s.name == "hakgal.command status"]) == 3
+    assert "Traceback" not in output, output
+
+
+def test_backends_swap_by_environment_only(otlp_receiver: OtlpReceiver, tmp_path: Path) -> None:
+    jsonl = tmp_path / "spans.jsonl"
+    variants = {
+        "jsonl via OTEL_HAKGAL_BACKENDS": clean_env(OTEL_HAKGAL_BACKENDS="jsonl", OTEL_HAKGAL_JSONL_PATH=str(jsonl)),
+        "jsonl via OTEL_TRACES_EXPORTER": clean_env(OTEL_TRACES_EXPORTER="jsonl", OTEL_HAKGAL_JSONL_PATH=str(jsonl)),
+        "otlp via a config file": clean_env(
+            OTEL_HAKGAL_CONFIG=str(ROOT / "configs" / "otlp.toml"), OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.endpoint
+        ),
+    }
+    for name, env in variants.items():
+        jsonl.unlink(missing_ok=True)
+        otlp_receiver.clear()
+        port = free_port()
+        server = ServerProcess(_forms(port)["python -m"], env, port)
+        try:
+            server.wait_ready()
+            assert server.post_command("status")[0] == 200
+        finally:
+            output = server.stop()
+        if "jsonl" in name:
+            lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+            names = {s["name"] for ln in lines for rs in ln.get("resourceSpans", []) for ss in rs["scopeSpans"]
+                     for s in ss["spans"]}
+            assert "hakgal.command status" in names, (name, output)
+        else:
+            _assert_server_span_parents_command(otlp_receiver.wait_for_spans(2), "status")
+
+
+def test_bad_configuration_logs_one_error_line_and_the_app_runs(otlp_receiver: OtlpReceiver) -> None:
+    port = free_port()
+    env = _otlp_env(otlp_receiver, OTEL_HAKGAL_BACKENDS="otlp,carrier-pigeon")
+    server = ServerProcess(_forms(port)["python -m"], env, port)
+    try:
+        server.wait_ready()
+        assert server.post_command("status")[0] == 200
+    finally:
+        output = server.stop()
+    errors = [line for line in output.splitlines() if "otel_hakgal ERROR" in line]
+    assert len(errors) == 1, output
+    assert "OTEL_HAKGAL_BACKENDS" in errors[0] and "carrier-pigeon" in errors[0] and "available:" in errors[0]
+    time.sleep(0.5)
+    assert otlp_receiver.spans() == []  # telemetry is off, not half on
+
+
+def test_strict_mode_fails_at_start(otlp_receiver: OtlpReceiver) -> None:
+    port = free_port()
+    env = _otlp_env(otlp_receiver, OTEL_HAKGAL_BACKENDS="carrier-pigeon", OTEL_HAKGAL_STRICT="1")
+    server = ServerProcess(_forms(port)["python -m"], env, port)
+    output = server.finish(timeout_s=30)
+    assert server.process.returncode == 2, output
+    assert "otel_hakgal ERROR" in output and "carrier-pigeon" in output
+
+
+@pytest.mark.parametrize("form", ["gunicorn", "python -m", "flask"])
+def test_sigterm_flushes_every_finished_span(form: str, otlp_receiver: OtlpReceiver) -> None:
+    port = free_port()
+    # A long batch delay: nothing is exported before SIGTERM, so the flush does it all.
+    env = _otlp_env(otlp_receiver, OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_METRIC_EXPORT_INTERVAL="60000")
+    server = ServerProcess(_forms(port)[form], env, port)
+    requests = 20
+    try:
+        server.wait_ready()
+        for _ in range(requests):
+            assert server.post_command("status")[0] == 200
+        time.sleep(0.3)
+        assert otlp_receiver.spans() == []
+    finally:
+        output = server.stop()
+    time.sleep(0.3)
+    spans = otlp_receiver.spans()
+    produced = 2 * requests  # one server span and one command span per request
+    assert len(spans) == produced, output
+
+
+def test_gunicorn_preload_delivers_from_both_workers(otlp_receiver: OtlpReceiver) -> None:
+    port = free_port()
+    argv = [
+        INSTRUMENT, str(VENV_BIN / "gunicorn"), "--preload", "-w", "2", "-b", f"127.0.0.1:{port}",
+        "--access-logfile", "-", "--access-logformat", "pid=%(p)s %(U)s", f"{APP}:app",
+    ]
+    server = ServerProcess(argv, _otlp_env(otlp_receiver), port)
+    requests = 40
+    try:
+        server.wait_ready()
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(lambda _: server.post_command("status")[0], range(requests)))
+        assert statuses == [200] * requests
+    finally:
+        output = server.stop()
+    pids = set(re.findall(r"pid=<(\d+)> /api/command", output))
+    assert len(pids) == 2, output
+    spans = otlp_receiver.wait_for_spans(2 * requests, timeout_s=15)
+    assert len([s for s in spans if s.name == "hakgal.command status"]) == requests
+
+
+def test_reloader_watcher_is_detected() -> None:
+    flask = "/venv/bin/flask"
+    assert _is_reloader_watcher([flask, "--app", "a", "run", "--debug"], {})
+    assert _is_reloader_watcher([flask, "run"], {"FLASK_DEBUG": "1"})
+    assert not _is_reloader_watcher([flask, "run", "--debug"], {"WERKZEUG_RUN_MAIN": "true"})  # the serving child
+    assert not _is_reloader_watcher([flask, "run", "--debug", "--no-reload"], {})
+    assert not _is_reloader_watcher([flask, "run"], {})
+    assert not _is_reloader_watcher(["/venv/bin/gunicorn", "app:app"], {"FLASK_DEBUG": "1"})
+
+
+def test_traces_exporter_maps_below_the_layers_own_settings() -> None:
+    assert _exporter_overrides({"OTEL_TRACES_EXPORTER": "otlp,console"}, False) == {"backends": ["otlp", "console"]}
+    assert _exporter_overrides({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_HAKGAL_BACKENDS": "jsonl"}, False) == {}
+    assert _exporter_overrides({"OTEL_TRACES_EXPORTER": "otlp"}, True) == {}
