@@ -78,6 +78,7 @@ class Operation:
         try:
             if exc is not None and not isinstance(exc, GeneratorExit):
                 self.span.record_exception(exc, escaped=True)
+                _note_escape(exc, self.span)
                 self._mark_failed(type(exc).__qualname__, f"{type(exc).__name__}: {exc}")
             self._on_end(duration)
         finally:
@@ -422,6 +423,26 @@ class _Step(StepOp):
 def step(name: str, **attributes: AttributeValue) -> StepOp:
     """Instrument a pipeline step named by :class:`~otel_hakgal.conventions.SpanName` (parse, retrieval, ...)."""
     return _Step(name, attributes)
+
+
+_ESCAPED_SPANS = "_otel_hakgal_escaped_spans"
+
+
+def _note_escape(error: BaseException, span: Span) -> None:
+    """Remember on ``error`` each span it escaped from, innermost first (error backends link to it)."""
+    with contextlib.suppress(Exception):  # an exception type that refuses attributes just isn't linked
+        spans = error.__dict__.setdefault(_ESCAPED_SPANS, [])
+        spans.append(span)
+
+
+def escaped_spans(error: BaseException) -> list[Span]:
+    """The operation spans ``error`` was raised through, innermost first (empty if none).
+
+    Error backends use it to link an error to the span where it happened even
+    after that span has ended.
+    """
+    spans = getattr(error, "__dict__", {}).get(_ESCAPED_SPANS)
+    return list(spans) if isinstance(spans, list) else []
 
 
 def current() -> Operation | None:

@@ -355,10 +355,12 @@ def _env_specs() -> list[tuple[str, str, SettingSpec]]:
     return specs
 
 
-def environment_variables() -> dict[str, str]:
-    """Every environment variable the configuration honours, with its key."""
-    result = {env: key for env, key, _ in _env_specs()}
-    result[CONFIG_FILE_ENV] = "(path of the config file)"
+def environment_variables() -> dict[str, tuple[str, ...]]:
+    """Every environment variable the configuration honours, with the keys it sets."""
+    result: dict[str, tuple[str, ...]] = {}
+    for env, key, _ in _env_specs():
+        result[env] = (*result.get(env, ()), key)
+    result[CONFIG_FILE_ENV] = ("(path of the config file)",)
     return result
 
 

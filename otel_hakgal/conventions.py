@@ -436,3 +436,65 @@ def metric_def(name: str) -> MetricDef:
         if definition.name == name:
             return definition
     raise KeyError(name)
+
+
+# --- Error-tracking backends (Sentry): which names become tags, contexts and measurements. ---
+
+# Attributes of a transaction's spans that become searchable transaction tags (the root span's
+# value wins, else the outermost span that has one). Low-cardinality only: tags are indexed.
+TRANSACTION_TAG_ATTRIBUTES: Final[tuple[str, ...]] = (
+    Attr.COMMAND_NAME,
+    Attr.COMMAND_OUTCOME,
+    Attr.QUERY_TYPE,
+    Attr.QUERY_OUTCOME,
+    Attr.QUERY_ANSWER,
+    Attr.KB_OPERATION,
+)
+
+# Attributes of the spans an error happened in (and their open ancestors) that an error event
+# carries: the tags above as tags, these as the ``hakgal`` context (already redacted, and cut to
+# ``redaction.max_text_length``).
+ERROR_CONTEXT_ATTRIBUTES: Final[tuple[str, ...]] = (
+    Attr.COMMAND_NAME,
+    Attr.COMMAND_TEXT,
+    Attr.COMMAND_TIMEOUT,
+    Attr.QUERY_TYPE,
+    Attr.QUERY_TEXT,
+    Attr.PROVER_NAME,
+    Attr.CACHE_NAME,
+    Attr.GEN_AI_PROVIDER_NAME,
+    Attr.GEN_AI_REQUEST_MODEL,
+    Attr.ERROR_TYPE,
+)
+
+
+class Measurement:
+    """Transaction measurements (Sentry): summed over the transaction's spans."""
+
+    COMMAND_DURATION: Final = "hakgal.command.duration"
+    QUERY_DURATION: Final = "hakgal.query.duration"
+    PROVER_DURATION: Final = "hakgal.prover.duration"
+    LLM_DURATION: Final = "hakgal.llm.duration"
+    LLM_COST: Final = "hakgal.llm.cost"
+    INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+    OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+    TOTAL_TOKENS: Final = "gen_ai.usage.total_tokens"
+
+
+@dataclass(frozen=True)
+class MeasurementDef:
+    name: str
+    unit: str
+    description: str
+
+
+MEASUREMENTS: Final[tuple[MeasurementDef, ...]] = (
+    MeasurementDef(Measurement.COMMAND_DURATION, "millisecond", "Duration of the command spans in the transaction."),
+    MeasurementDef(Measurement.QUERY_DURATION, "millisecond", "Duration of the query spans in the transaction."),
+    MeasurementDef(Measurement.PROVER_DURATION, "millisecond", "Summed duration of all prover runs."),
+    MeasurementDef(Measurement.LLM_DURATION, "millisecond", "Summed duration of all LLM calls."),
+    MeasurementDef(Measurement.LLM_COST, "none", "Summed known cost of the LLM calls (`hakgal.llm.cost.currency`)."),
+    MeasurementDef(Measurement.INPUT_TOKENS, "none", "Prompt tokens of all LLM calls."),
+    MeasurementDef(Measurement.OUTPUT_TOKENS, "none", "Completion tokens of all LLM calls."),
+    MeasurementDef(Measurement.TOTAL_TOKENS, "none", "Prompt plus completion tokens of all LLM calls."),
+)

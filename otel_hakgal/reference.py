@@ -68,8 +68,8 @@ def config_table() -> str:
 
 
 def env_table() -> str:
-    rows = [(_code(env), _code(key)) for env, key in sorted(environment_variables().items())]
-    return _table(("environment variable", "config key"), rows)
+    rows = [(_code(env), ", ".join(map(_code, keys))) for env, keys in sorted(environment_variables().items())]
+    return _table(("environment variable", "config keys"), rows)
 
 
 BLOCKS = {

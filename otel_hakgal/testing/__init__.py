@@ -4,6 +4,7 @@ Enable in a ``conftest.py`` with ``pytest_plugins = ["otel_hakgal.testing"]``:
 
 - ``hakgal_telemetry``: telemetry recorded in memory (spans and metrics).
 - ``otlp_receiver``: a running :class:`OtlpReceiver` on 127.0.0.1.
+- ``sentry_receiver``: a running :class:`SentryReceiver` (Sentry ingest) on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -17,8 +18,18 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_hakgal.pipeline import Handle, setup
 from otel_hakgal.testing.receiver import OtlpReceiver, ReceivedPoint, ReceivedSpan
+from otel_hakgal.testing.sentry_receiver import SentryReceiver
 
-__all__ = ["OtlpReceiver", "ReceivedPoint", "ReceivedSpan", "TelemetryRecorder", "hakgal_telemetry", "otlp_receiver"]
+__all__ = [
+    "OtlpReceiver",
+    "ReceivedPoint",
+    "ReceivedSpan",
+    "SentryReceiver",
+    "TelemetryRecorder",
+    "hakgal_telemetry",
+    "otlp_receiver",
+    "sentry_receiver",
+]
 
 
 class TelemetryRecorder:
@@ -91,4 +102,11 @@ def hakgal_telemetry() -> Iterator[TelemetryRecorder]:
 def otlp_receiver() -> Iterator[OtlpReceiver]:
     """A running loopback OTLP/HTTP receiver; point the ``otlp`` backend at ``.endpoint``."""
     with OtlpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def sentry_receiver() -> Iterator[SentryReceiver]:
+    """A running loopback Sentry ingest; give the ``sentry`` backends ``.dsn``."""
+    with SentryReceiver() as receiver:
         yield receiver

@@ -1,0 +1,430 @@
+"""What the two Sentry backends share: settings, ``sentry_sdk.init``, propagation and error linking.
+
+Sentry is process-global (one client, one list of global event processors),
+so this module keeps the process-wide pieces: the event processor that links
+errors to OTel spans is registered once, and ``ACTIVE`` says whether a Sentry
+backend of this layer is running.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import sentry_sdk
+from opentelemetry import baggage as otel_baggage
+from opentelemetry import trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context, get_current, get_value, set_value
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, format_span_id, format_trace_id
+from sentry_sdk.integrations import Integration
+from sentry_sdk.integrations.opentelemetry.consts import SENTRY_BAGGAGE_KEY, SENTRY_TRACE_KEY
+from sentry_sdk.integrations.opentelemetry.span_processor import SentrySpanProcessor
+from sentry_sdk.scope import register_external_propagation_context, remove_external_propagation_context
+from sentry_sdk.tracing_utils import Baggage, extract_sentrytrace_data
+from sentry_sdk.utils import event_from_exception
+
+from otel_hakgal.api import escaped_spans
+from otel_hakgal.config import Config, ConfigError, setting
+from otel_hakgal.conventions import ERROR_CONTEXT_ATTRIBUTES, TRANSACTION_TAG_ATTRIBUTES
+
+logger = logging.getLogger("otel_hakgal")
+
+SENTRY_TRACE_HEADER: Final = "sentry-trace"
+BAGGAGE_HEADER: Final = "baggage"
+TRACEPARENT_HEADER: Final = "traceparent"
+HINT_SPAN: Final = "otel_hakgal_span"  # event hint key: the span a handled error was captured in
+MECHANISM: Final = "otel_hakgal"
+MAX_TAG_LENGTH: Final = 200  # Sentry's limit for tag values
+
+
+# --- settings ----------------------------------------------------------------
+
+
+def _dsn(value: Any) -> str | None:
+    if value == "":
+        return None
+    parsed = urllib.parse.urlsplit(value)
+    ok = parsed.scheme in ("http", "https") and bool(parsed.hostname) and bool(parsed.username)
+    ok = ok and parsed.path.strip("/").rsplit("/", 1)[-1].isdigit()
+    return None if ok else "a Sentry DSN 'https://<public-key>@<host>/<project-id>', or '' for none"
+
+
+def _rate(value: Any) -> str | None:
+    return None if value is None or 0.0 <= value <= 1.0 else "a number from 0.0 to 1.0"
+
+
+@dataclass(frozen=True)
+class SentrySettings:
+    dsn: str = setting(
+        "", "Sentry DSN; empty sends nothing (the backend warns).", env="SENTRY_DSN", validate=_dsn, secret=True
+    )
+    environment: str = setting("", "Sentry environment; empty means `service.environment`.")
+    release: str = setting("", "Sentry release; empty means `service.version`.")
+    traces_sample_rate: float | None = setting(
+        None,
+        "Must equal the OTel sampler's rate if set: the OTel sampler decides once and Sentry follows it.",
+        validate=_rate,
+    )
+    profiles_sample_rate: float = setting(0.0, "Share of sampled transactions that are profiled.", validate=_rate)
+    send_default_pii: bool = setting(False, "Let Sentry attach IP addresses, cookies and user data.")
+    attach_stacktrace: bool = setting(True, "Attach stack traces to messages too.")
+    tags: dict[str, str] = setting(
+        {"component": "hak-gal-api", "system": "reasoning-engine"}, "Tags on every event and transaction."
+    )
+
+
+def effective_sample_rate(config: Config) -> float:
+    """The share of new traces the configured OTel sampler keeps (what Sentry reports as sample rate)."""
+    sampler = config.sampling.sampler
+    if sampler.endswith("always_on"):
+        return 1.0
+    if sampler.endswith("always_off"):
+        return 0.0
+    return config.sampling.ratio
+
+
+def check_sample_rate(config: Config, settings: SentrySettings, section: str) -> float:
+    """Refuse what would make Sentry decide differently from the OTel sampler; return the shared rate."""
+    if {"sentry", "sentry-otlp"} <= set(config.backends):
+        raise ConfigError(["key 'backends': 'sentry' and 'sentry-otlp' both drive the one Sentry SDK; choose one"])
+    rate = effective_sample_rate(config)
+    wanted = settings.traces_sample_rate
+    if wanted is not None and abs(wanted - rate) > 1e-9:
+        raise ConfigError(
+            [
+                f"key '{section}.traces_sample_rate': {wanted!r} disagrees with the OTel sampler "
+                f"({config.sampling.sampler}, rate {rate!r}); sampling is decided once, by the OTel sampler: "
+                f"set sampling.ratio = {wanted!r} and drop {section}.traces_sample_rate"
+            ]
+        )
+    return rate
+
+
+# --- process-wide state --------------------------------------------------------
+
+
+class _Global:
+    lock = threading.Lock()
+    active = False
+    processor_registered = False
+    default_tags: tuple[str, ...] = ()
+    max_text_length = 100
+
+
+def init_sentry(config: Config, settings: SentrySettings, integrations: Sequence[Integration], **options: Any) -> None:
+    """``sentry_sdk.init`` from the config; safe to call again (the latest call wins)."""
+    if not settings.dsn:
+        logger.warning("otel_hakgal: Sentry backend has no dsn (set SENTRY_DSN): nothing is sent to Sentry")
+    sentry_sdk.init(
+        dsn=settings.dsn or None,
+        environment=settings.environment or config.service.environment,
+        release=settings.release or config.service.version,
+        profiles_sample_rate=settings.profiles_sample_rate or None,
+        send_default_pii=settings.send_default_pii,
+        attach_stacktrace=settings.attach_stacktrace,
+        instrumenter="otel",  # Sentry's own tracing (Flask transactions, stdlib spans) stays off
+        integrations=list(integrations),
+        shutdown_timeout=config.export.shutdown_timeout,
+        **options,
+    )
+    global_scope = sentry_sdk.get_global_scope()
+    with _Global.lock:
+        for key in _Global.default_tags:
+            global_scope.remove_tag(key)
+        for key, value in settings.tags.items():
+            global_scope.set_tag(key, value)
+        _Global.default_tags = tuple(settings.tags)
+        _Global.max_text_length = config.redaction.max_text_length
+        # Errors outside our event processor's reach still get the OTel trace id, and Sentry's
+        # stdlib integration leaves outgoing headers to our propagator.
+        register_external_propagation_context(_otel_propagation_context)
+        if not _Global.processor_registered:
+            sentry_sdk.scope.add_global_event_processor(_link_error_to_span)
+            _Global.processor_registered = True
+        _Global.active = True
+
+
+def shutdown_sentry(timeout_s: float) -> None:
+    with _Global.lock:
+        _Global.active = False
+        remove_external_propagation_context()
+    client = sentry_sdk.get_client()
+    if client.is_active():
+        client.close(timeout=timeout_s)
+    OpenSpans.spans.clear()
+    SentrySpanProcessor.otel_span_map.clear()
+    SentrySpanProcessor.open_spans.clear()
+
+
+def flush(timeout_millis: int) -> bool:
+    client = sentry_sdk.get_client()
+    if client.is_active():
+        client.flush(timeout=timeout_millis / 1000)
+    return True
+
+
+def _otel_propagation_context() -> tuple[str, str] | None:
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None
+    return format_trace_id(ctx.trace_id), format_span_id(ctx.span_id)
+
+
+# --- open spans, to walk from where an error happened up to the root ---------
+
+
+class OpenSpans(SpanProcessor):
+    """Tracks the spans that are open, by span id. Cheap: one dict store and one pop per span."""
+
+    spans: dict[int, Span] = {}
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.spans[span.get_span_context().span_id] = span
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.get_span_context()
+        if context is not None:
+            self.spans.pop(context.span_id, None)
+
+
+def span_chain(first: Sequence[ReadableSpan | trace.Span]) -> list[Any]:
+    """``first`` (innermost first) followed by the open ancestors of its last span."""
+    chain: list[Any] = list(first)
+    seen = {id(s) for s in chain}
+    parent = getattr(chain[-1], "parent", None) if chain else None
+    while parent is not None:
+        span = OpenSpans.spans.get(parent.span_id)
+        if span is None or id(span) in seen:
+            break
+        chain.append(span)
+        seen.add(id(span))
+        parent = span.parent
+    return chain
+
+
+def string_value(value: Any, limit: int) -> str:
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, list | tuple):
+        text = ",".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return text[:limit]
+
+
+def chain_tags(chain: Sequence[Any]) -> dict[str, str]:
+    """Transaction tags from a span chain; the outermost span with a value wins."""
+    tags: dict[str, str] = {}
+    for span in reversed(chain):
+        attributes = getattr(span, "attributes", None) or {}
+        for key in TRANSACTION_TAG_ATTRIBUTES:
+            if key in attributes and key not in tags:
+                tags[key] = string_value(attributes[key], MAX_TAG_LENGTH)
+    return tags
+
+
+# --- errors ------------------------------------------------------------------
+
+
+def capture_exception(error: BaseException, context: Context | None) -> None:
+    """Report a handled error, linked to the span current in ``context``."""
+    client = sentry_sdk.get_client()
+    if not client.is_active():
+        return
+    event, hint = event_from_exception(
+        error, client_options=client.options, mechanism={"type": MECHANISM, "handled": True}
+    )
+    hint[HINT_SPAN] = trace.get_current_span(context)
+    sentry_sdk.capture_event(event, hint=hint)
+
+
+def _link_error_to_span(event: Any, hint: Any) -> Any:
+    """Global event processor: link an error to its OTel span and add the command context and tags.
+
+    The span is, in this order: the span a handled error was captured in; the
+    innermost operation span the exception was raised through (even if it has
+    ended since); the current span. Works for sampled and unsampled traces.
+    """
+    if not _Global.active or event.get("type") == "transaction":
+        return event
+    try:
+        _link(event, hint or {})
+    except Exception:  # never lose the error event over its decoration
+        logger.debug("otel_hakgal: could not link a Sentry event to its span", exc_info=True)
+    return event
+
+
+def _link(event: dict[str, Any], hint: dict[str, Any]) -> None:
+    exc_info = hint.get("exc_info")
+    error = exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) > 1 else None
+    escaped = escaped_spans(error) if isinstance(error, BaseException) else []
+    hinted = hint.get(HINT_SPAN)
+    if hinted is not None:
+        chain = span_chain([hinted])
+    elif escaped:
+        chain = span_chain(escaped)
+    else:
+        chain = span_chain([trace.get_current_span()])
+    span = chain[0]
+    context = span.get_span_context()
+    if not context.is_valid:
+        return
+
+    span_id = format_span_id(context.span_id)
+    trace_context: dict[str, Any] = {"trace_id": format_trace_id(context.trace_id), "span_id": span_id}
+    parent = getattr(span, "parent", None)
+    if parent is not None:
+        trace_context["parent_span_id"] = format_span_id(parent.span_id)
+    sentry_span = SentrySpanProcessor.otel_span_map.get(span_id)
+    if sentry_span is not None:
+        trace_context.update(sentry_span.get_trace_context())
+    else:  # ended, unsampled, or OTLP mode: the DSC of the nearest open ancestor's transaction, if any
+        for ancestor in chain[1:]:
+            found = SentrySpanProcessor.otel_span_map.get(format_span_id(ancestor.get_span_context().span_id))
+            if found is not None and found.containing_transaction is not None:
+                dsc = found.containing_transaction.get_baggage().dynamic_sampling_context()
+                trace_context["dynamic_sampling_context"] = dsc
+                break
+    contexts = event.setdefault("contexts", {})
+    contexts["trace"] = trace_context
+
+    tags = event.setdefault("tags", {})
+    for key, value in chain_tags(chain).items():
+        tags.setdefault(key, value)
+    details: dict[str, Any] = {}
+    for chained in reversed(chain):  # inner spans override outer ones
+        attributes = getattr(chained, "attributes", None) or {}
+        for key in ERROR_CONTEXT_ATTRIBUTES:
+            if key in attributes:
+                value = attributes[key]
+                details[key] = string_value(value, _Global.max_text_length) if isinstance(value, str) else value
+    if details:
+        contexts["hakgal"] = details
+        if "hakgal.command.name" in details:
+            tags.setdefault("hakgal.command.name", str(details["hakgal.command.name"]))
+
+
+# --- propagation -------------------------------------------------------------
+
+
+class SentryTracePropagator(TextMapPropagator):
+    """Sentry's ``sentry-trace`` and ``baggage`` next to W3C, without Sentry's propagator's gaps.
+
+    Placed after W3C tracecontext and baggage in the composite, it
+
+    - continues a trace from ``sentry-trace`` alone (honouring its sampled flag:
+      ``-0`` is not sampled, ``-1`` and a deferred decision are), and leaves a
+      trace from ``traceparent`` alone when both are present;
+    - writes ``sentry-trace`` for every valid span, sampled or not;
+    - writes one ``baggage`` header with the ``sentry-*`` entries and the user's
+      own entries, where Sentry's propagator would drop the user's.
+    """
+
+    def __init__(self, head_dsc: bool = True) -> None:
+        self._head_dsc = head_dsc
+        self._w3c_baggage = W3CBaggagePropagator()
+
+    def extract(
+        self, carrier: CarrierT, context: Context | None = None, getter: Getter[CarrierT] = default_getter
+    ) -> Context:
+        context = get_current() if context is None else context
+        incoming_baggage = getter.get(carrier, BAGGAGE_HEADER)
+        baggage = Baggage.from_incoming_header(",".join(incoming_baggage)) if incoming_baggage else None
+        existing = trace.get_current_span(context).get_span_context()
+        from_traceparent = bool(getter.get(carrier, TRACEPARENT_HEADER)) and existing.is_valid and existing.is_remote
+        raw = getter.get(carrier, SENTRY_TRACE_HEADER)
+        data = extract_sentrytrace_data(raw[0]) if raw else None
+
+        if from_traceparent:  # W3C wins; keep Sentry's DSC only when it belongs to the same trace
+            trace_id = format_trace_id(existing.trace_id)
+            if baggage is not None and baggage.sentry_items.get("trace_id") == trace_id:
+                baggage.freeze()
+                context = set_value(SENTRY_BAGGAGE_KEY, baggage, context)
+            if data and data.get("trace_id") == trace_id:
+                context = set_value(SENTRY_TRACE_KEY, data, context)
+            return context
+        if not data or not data.get("trace_id") or not data.get("parent_span_id"):
+            return context
+
+        context = set_value(SENTRY_TRACE_KEY, data, context)
+        if baggage is None:
+            baggage = Baggage(sentry_items={})
+        baggage.freeze()
+        context = set_value(SENTRY_BAGGAGE_KEY, baggage, context)
+        sampled = data.get("parent_sampled") is not False
+        span_context = SpanContext(
+            trace_id=int(str(data["trace_id"]), 16),
+            span_id=int(str(data["parent_span_id"]), 16),
+            is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT),
+        )
+        return trace.set_span_in_context(NonRecordingSpan(span_context), context)
+
+    def inject(
+        self, carrier: CarrierT, context: Context | None = None, setter: Setter[CarrierT] = default_setter
+    ) -> None:
+        context = get_current() if context is None else context
+        span_context = trace.get_current_span(context).get_span_context()
+        if not span_context.is_valid:
+            return
+        sentry_span = SentrySpanProcessor.otel_span_map.get(format_span_id(span_context.span_id))
+        dsc: Baggage | None = None
+        if sentry_span is not None:
+            sentry_trace = sentry_span.to_traceparent()
+            if sentry_span.containing_transaction is not None:
+                dsc = sentry_span.containing_transaction.get_baggage()
+        else:
+            sampled = "1" if span_context.trace_flags.sampled else "0"
+            sentry_trace = f"{format_trace_id(span_context.trace_id)}-{format_span_id(span_context.span_id)}-{sampled}"
+            incoming = get_value(SENTRY_BAGGAGE_KEY, context)
+            dsc = incoming if isinstance(incoming, Baggage) and incoming.sentry_items else None
+            if dsc is None and self._head_dsc:
+                dsc = _head_dsc(span_context)
+        setter.set(carrier, SENTRY_TRACE_HEADER, sentry_trace)
+
+        parts = [dsc.serialize()] if dsc is not None else []
+        user = {k: v for k, v in otel_baggage.get_all(context).items() if not k.startswith(Baggage.SENTRY_PREFIX)}
+        if user:
+            user_context = Context()
+            for key, value in user.items():
+                user_context = otel_baggage.set_baggage(key, value, user_context)
+            encoded: dict[str, str] = {}
+            self._w3c_baggage.inject(encoded, user_context)
+            parts.append(encoded.get(BAGGAGE_HEADER, ""))
+        header = ",".join(p for p in parts if p)
+        if header:
+            setter.set(carrier, BAGGAGE_HEADER, header)
+
+    @property
+    def fields(self) -> set[str]:
+        return {SENTRY_TRACE_HEADER, BAGGAGE_HEADER}
+
+
+def _head_dsc(span_context: SpanContext) -> Baggage | None:
+    """A dynamic sampling context for a trace this process started, from the client's options."""
+    client = sentry_sdk.get_client()
+    if not client.is_active() or client.parsed_dsn is None:
+        return None
+    items = {
+        "trace_id": format_trace_id(span_context.trace_id),
+        "public_key": client.parsed_dsn.public_key,
+        "sampled": "true" if span_context.trace_flags.sampled else "false",
+    }
+    for key in ("environment", "release"):
+        if client.options.get(key):
+            items[key] = str(client.options[key])
+    return Baggage(sentry_items=items, mutable=False)
