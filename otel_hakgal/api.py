@@ -24,6 +24,7 @@ from opentelemetry.util.types import AttributeValue
 
 from otel_hakgal._state import state
 from otel_hakgal.conventions import (
+    MESSAGE_EVENT,
     Attr,
     CacheName,
     ErrorScope,
@@ -448,6 +449,14 @@ def escaped_spans(error: BaseException) -> list[Span]:
 def current() -> Operation | None:
     """The innermost open operation in this context, or ``None``."""
     return _current_op.get()
+
+
+def capture_message(message: str, level: str = "info", **attributes: AttributeValue) -> None:
+    """Report a message (the seed's ``capture_message``): a span event, and error backends get it too."""
+    trace.get_current_span().add_event(MESSAGE_EVENT, {Attr.MESSAGE_LEVEL: level, "message": message, **attributes})
+    for backend in state.backends:
+        with contextlib.suppress(Exception):  # a reporting backend must never break the caller
+            backend.capture_message(message, level)
 
 
 def capture_exception(error: BaseException, **context: AttributeValue) -> None:

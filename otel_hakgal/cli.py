@@ -38,12 +38,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Exits 2 when it is invalid.",
     )
     check.add_argument("file", nargs="?", help="TOML config file (default: $OTEL_HAKGAL_CONFIG)")
+    selftest = commands.add_parser(
+        "selftest",
+        help="send a test error, message and trace to every configured backend",
+        description="The seed guide's integration test: reports per backend what happened; exits 1 if any failed.",
+    )
+    selftest.add_argument("--config", help="TOML config file (default: $OTEL_HAKGAL_CONFIG)")
     commands.add_parser("demo", help="run the HAK-GAL reference service with a scripted workload", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "check-config":
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         return _check_config(args)
+    if args.command == "selftest":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        from otel_hakgal.selftest import run_selftest
+
+        return run_selftest(args.config)
     return _demo(args, rest)
 
 

@@ -16,6 +16,8 @@ from enum import StrEnum
 from typing import Final
 
 INSTRUMENTATION_SCOPE: Final = "otel_hakgal"
+# Span event added by ``capture_message`` (attributes: ``message`` and ``hakgal.message.level``).
+MESSAGE_EVENT: Final = "hakgal.message"
 
 
 class SpanName:
@@ -64,8 +66,9 @@ class Attr:
     LLM_COST_AMOUNT: Final = "hakgal.llm.cost.amount"
     LLM_COST_CURRENCY: Final = "hakgal.llm.cost.currency"
     LLM_COST_KNOWN: Final = "hakgal.llm.cost.known"
-    # Errors
+    # Errors and messages
     ERROR_SCOPE: Final = "hakgal.error.scope"
+    MESSAGE_LEVEL: Final = "hakgal.message.level"
     # OTel GenAI conventions
     GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
     GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
@@ -237,6 +240,7 @@ ATTRIBUTES: Final[tuple[AttributeDef, ...]] = (
         "False when the model has no price in the config: no cost is recorded, never $0.",
     ),
     AttributeDef(Attr.ERROR_SCOPE, "string", "Operation kind an error was counted in.", _values(ErrorScope)),
+    AttributeDef(Attr.MESSAGE_LEVEL, "string", "Level of a `hakgal.message` span event (`info`, `warning`, `error`)."),
     AttributeDef(Attr.GEN_AI_OPERATION_NAME, "string", "GenAI operation.", _values(GenAIOperation)),
     AttributeDef(Attr.GEN_AI_PROVIDER_NAME, "string", "LLM provider (`deepseek`, `mistral_ai`, `gcp.gemini`, ...)."),
     AttributeDef(

@@ -189,6 +189,8 @@ class Handle:
         ok = all(processor.force_flush(timeout_ms) for processor in self._processors)
         if self._meter_provider is not None:
             ok = self._meter_provider.force_flush(timeout_ms) and ok
+        for backend in self.backends.values():
+            ok = backend.force_flush(timeout_ms / 1000) and ok
         return ok
 
     def shutdown(self, timeout_s: float | None = None) -> bool:

@@ -15,6 +15,8 @@ import pkgutil
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from otel_hakgal.delivery import DeliveryLog
+
 if TYPE_CHECKING:
     from opentelemetry.context.context import Context
     from opentelemetry.propagators.textmap import TextMapPropagator
@@ -35,11 +37,14 @@ class Backend:
 
     name: ClassVar[str]
     Settings: ClassVar[type | None] = None
+    # Sends over the network (``selftest`` then expects HTTP answers in ``delivery``).
+    remote: ClassVar[bool] = False
 
     def __init__(self, config: Config, resource: Resource) -> None:
         self.config = config
         self.resource = resource
         self.settings: Any = config.settings_for(self.name)
+        self.delivery = DeliveryLog()
 
     def span_processors(self) -> Sequence[SpanProcessor]:
         return ()
@@ -53,6 +58,13 @@ class Backend:
 
     def capture_exception(self, error: BaseException, context: Context | None = None) -> None:
         """Report a handled error to an error-tracking backend (most backends: spans suffice)."""
+
+    def capture_message(self, message: str, level: str) -> None:
+        """Report a message to an error-tracking backend (most backends: the span event suffices)."""
+
+    def force_flush(self, timeout_s: float) -> bool:
+        """Send what the backend queues outside its span processors and metric readers."""
+        return True
 
     def shutdown(self) -> None:
         """Release what the backend holds beyond its processors and readers."""

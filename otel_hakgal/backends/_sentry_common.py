@@ -35,11 +35,13 @@ from sentry_sdk.integrations.opentelemetry.consts import SENTRY_BAGGAGE_KEY, SEN
 from sentry_sdk.integrations.opentelemetry.span_processor import SentrySpanProcessor
 from sentry_sdk.scope import register_external_propagation_context, remove_external_propagation_context
 from sentry_sdk.tracing_utils import Baggage, extract_sentrytrace_data
+from sentry_sdk.transport import HttpTransport
 from sentry_sdk.utils import event_from_exception
 
 from otel_hakgal.api import escaped_spans
 from otel_hakgal.config import Config, ConfigError, setting
 from otel_hakgal.conventions import ERROR_CONTEXT_ATTRIBUTES, TRANSACTION_TAG_ATTRIBUTES
+from otel_hakgal.delivery import DeliveryLog
 
 logger = logging.getLogger("otel_hakgal")
 
@@ -125,7 +127,29 @@ class _Global:
     max_text_length = 100
 
 
-def init_sentry(config: Config, settings: SentrySettings, integrations: Sequence[Integration], **options: Any) -> None:
+def recording_transport(log: DeliveryLog) -> type[HttpTransport]:
+    """Sentry's HTTP transport, logging each send's status for ``selftest``."""
+
+    class RecordingTransport(HttpTransport):
+        def _request(self, method: str, endpoint_type: Any, body: Any, headers: Any) -> Any:
+            try:
+                response = super()._request(method, endpoint_type, body, headers)
+            except Exception as error:
+                log.record_error(error)
+                raise
+            log.record_status(response.status)
+            return response
+
+    return RecordingTransport
+
+
+def init_sentry(
+    config: Config,
+    settings: SentrySettings,
+    integrations: Sequence[Integration],
+    delivery: DeliveryLog,
+    **options: Any,
+) -> None:
     """``sentry_sdk.init`` from the config; safe to call again (the latest call wins)."""
     if not settings.dsn:
         logger.warning("otel_hakgal: Sentry backend has no dsn (set SENTRY_DSN): nothing is sent to Sentry")
@@ -139,6 +163,7 @@ def init_sentry(config: Config, settings: SentrySettings, integrations: Sequence
         instrumenter="otel",  # Sentry's own tracing (Flask transactions, stdlib spans) stays off
         integrations=list(integrations),
         shutdown_timeout=config.export.shutdown_timeout,
+        transport=recording_transport(delivery),
         **options,
     )
     global_scope = sentry_sdk.get_global_scope()
@@ -168,6 +193,11 @@ def shutdown_sentry(timeout_s: float) -> None:
     OpenSpans.spans.clear()
     SentrySpanProcessor.otel_span_map.clear()
     SentrySpanProcessor.open_spans.clear()
+
+
+def capture_message(message: str, level: str) -> None:
+    if _Global.active:
+        sentry_sdk.capture_message(message, level=level)  # type: ignore[arg-type]
 
 
 def flush(timeout_millis: int) -> bool:

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel_hakgal.backends import Backend
 from otel_hakgal.config import http_url, one_of, parse_key_values, positive, setting
+from otel_hakgal.delivery import RecordingSession
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class OtlpSettings:
 class OtlpBackend(Backend):
     name = "otlp"
     Settings = OtlpSettings
+    remote = True
 
     def _url(self, signal: str) -> str:
         endpoint: str = self.settings.endpoint
@@ -53,6 +55,7 @@ class OtlpBackend(Backend):
             headers=dict(self.settings.headers),
             timeout=self.settings.timeout,
             compression=self._compression(),
+            session=RecordingSession(self.delivery),
         )
         return (BatchSpanProcessor(exporter),)
 
@@ -64,6 +67,7 @@ class OtlpBackend(Backend):
             headers=dict(self.settings.headers),
             timeout=self.settings.timeout,
             compression=self._compression(),
+            session=RecordingSession(self.delivery),
         )
         interval_ms = self.config.export.metric_interval * 1000
         return (PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms),)

@@ -36,6 +36,7 @@ from otel_hakgal.backends._sentry_common import (
     SentrySettings,
     SentryTracePropagator,
     capture_exception,
+    capture_message,
     check_sample_rate,
     flush,
     init_sentry,
@@ -338,6 +339,7 @@ class HakgalSentrySpanProcessor(SentrySpanProcessor):
 class SentryBackend(Backend):
     name = "sentry"
     Settings = SentrySettings
+    remote = True
 
     def __init__(self, config: Config, resource: Resource) -> None:
         super().__init__(config, resource)
@@ -346,6 +348,7 @@ class SentryBackend(Backend):
             config,
             self.settings,
             [FlaskIntegration(transaction_style="url")],
+            self.delivery,
             traces_sample_rate=rate,
         )
         self._processor = HakgalSentrySpanProcessor()
@@ -358,6 +361,12 @@ class SentryBackend(Backend):
 
     def capture_exception(self, error: BaseException, context: Context | None = None) -> None:
         capture_exception(error, context)
+
+    def capture_message(self, message: str, level: str) -> None:
+        capture_message(message, level)
+
+    def force_flush(self, timeout_s: float) -> bool:
+        return flush(int(timeout_s * 1000))
 
     def shutdown(self) -> None:
         HakgalSentrySpanProcessor._totals.clear()

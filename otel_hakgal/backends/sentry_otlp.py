@@ -29,11 +29,14 @@ from otel_hakgal.backends._sentry_common import (
     SentrySettings,
     SentryTracePropagator,
     capture_exception,
+    capture_message,
     check_sample_rate,
+    flush,
     init_sentry,
     shutdown_sentry,
 )
 from otel_hakgal.config import Config
+from otel_hakgal.delivery import RecordingSession
 
 
 def otlp_target(dsn: str) -> tuple[str, dict[str, str]]:
@@ -45,6 +48,7 @@ def otlp_target(dsn: str) -> tuple[str, dict[str, str]]:
 class SentryOtlpBackend(Backend):
     name = "sentry-otlp"
     Settings = SentrySettings
+    remote = True
 
     def __init__(self, config: Config, resource: Resource) -> None:
         super().__init__(config, resource)
@@ -57,13 +61,14 @@ class SentryOtlpBackend(Backend):
                 FlaskIntegration(transaction_style="url"),
                 OTLPIntegration(setup_otlp_traces_exporter=False, setup_propagator=False, capture_exceptions=False),
             ],
+            self.delivery,
         )
 
     def span_processors(self) -> Sequence[SpanProcessor]:
         if not self.settings.dsn:
             return (OpenSpans(),)
         endpoint, headers = otlp_target(self.settings.dsn)
-        exporter = OTLPSpanExporter(endpoint=endpoint, headers=headers)
+        exporter = OTLPSpanExporter(endpoint=endpoint, headers=headers, session=RecordingSession(self.delivery))
         return (OpenSpans(), BatchSpanProcessor(exporter))
 
     def propagators(self) -> Sequence[TextMapPropagator]:
@@ -71,6 +76,12 @@ class SentryOtlpBackend(Backend):
 
     def capture_exception(self, error: BaseException, context: Context | None = None) -> None:
         capture_exception(error, context)
+
+    def capture_message(self, message: str, level: str) -> None:
+        capture_message(message, level)
+
+    def force_flush(self, timeout_s: float) -> bool:
+        return flush(int(timeout_s * 1000))
 
     def shutdown(self) -> None:
         shutdown_sentry(self.config.export.shutdown_timeout)

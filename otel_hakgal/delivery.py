@@ -1,0 +1,61 @@
+"""What a backend's sends actually did: HTTP statuses and errors, for ``selftest``."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import requests
+
+
+class DeliveryLog:
+    """Counts a backend's network sends by outcome. Thread-safe; cheap enough to keep always on."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.statuses: dict[int, int] = {}
+        self.errors: dict[str, int] = {}
+
+    def record_status(self, status: int) -> None:
+        with self._lock:
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def record_error(self, error: BaseException) -> None:
+        with self._lock:
+            key = f"{type(error).__name__}"
+            self.errors[key] = self.errors.get(key, 0) + 1
+
+    @property
+    def attempts(self) -> int:
+        with self._lock:
+            return sum(self.statuses.values()) + sum(self.errors.values())
+
+    @property
+    def ok(self) -> bool:
+        """True when something was sent and every send got a 2xx answer."""
+        with self._lock:
+            sent = bool(self.statuses or self.errors)
+            return sent and not self.errors and all(200 <= status < 300 for status in self.statuses)
+
+    def describe(self) -> str:
+        with self._lock:
+            parts = [f"HTTP {status} x{count}" for status, count in sorted(self.statuses.items())]
+            parts += [f"{error} x{count}" for error, count in sorted(self.errors.items())]
+        return ", ".join(parts) or "nothing was sent"
+
+
+class RecordingSession(requests.Session):
+    """A ``requests`` session (as the OTLP exporters use) that logs each send's outcome."""
+
+    def __init__(self, log: DeliveryLog) -> None:
+        super().__init__()
+        self._log = log
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        try:
+            response = super().send(request, **kwargs)
+        except Exception as error:
+            self._log.record_error(error)
+            raise
+        self._log.record_status(response.status_code)
+        return response
