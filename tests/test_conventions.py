@@ -24,7 +24,7 @@ def test_spans_and_metrics_use_only_defined_attributes() -> None:
 
 
 def test_own_names_are_domain_first() -> None:
-    pattern = re.compile(r"^hakgal\.(command|query|prover|cache|kb|rag|llm|error|errors|parse)\b")
+    pattern = re.compile(r"^hakgal\.(command|query|prover|cache|kb|rag|llm|error|errors|message|parse)\b")
     own = [a.key for a in cv.ATTRIBUTES if not a.key.startswith(("gen_ai.", "server.", "error.type"))]
     own += [m.name for m in cv.METRICS if not m.name.startswith("gen_ai.")]
     assert own and all(pattern.match(name) for name in own), own
