@@ -28,6 +28,26 @@ def _demo(args: argparse.Namespace, rest: Sequence[str]) -> int:
     return int(demo_main(list(rest)))
 
 
+def _report(args: argparse.Namespace) -> int:
+    from otel_hakgal.report import PrometheusQueryError, render, snapshot_from_prometheus
+
+    if args.prometheus:
+        try:
+            snapshot = snapshot_from_prometheus(args.prometheus, window=args.window)
+        except PrometheusQueryError as error:
+            print(f"otel-hakgal report: {error}", file=sys.stderr)
+            return 1
+    else:
+        if args.window:
+            print("otel-hakgal report: --window needs --prometheus", file=sys.stderr)
+            return EXIT_CONFIG_ERROR
+        from otel_hakgal.demo.run import workload_metrics  # the demo is loaded only without --prometheus
+
+        snapshot = workload_metrics()
+    print(render(snapshot), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="otel-hakgal", description="OpenTelemetry instrumentation for HAK-GAL.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +64,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="The seed guide's integration test: reports per backend what happened; exits 1 if any failed.",
     )
     selftest.add_argument("--config", help="TOML config file (default: $OTEL_HAKGAL_CONFIG)")
+    report = commands.add_parser(
+        "report",
+        help="print the four alert indicators against their thresholds, and a table by command, prover, provider",
+        description="Reads a Prometheus server that scrapes the prometheus backend, or, without --prometheus, "
+        "runs the demo's scripted workload in this process and reads its in-process metrics.",
+    )
+    report.add_argument("--prometheus", metavar="URL", help="Prometheus base URL, e.g. http://127.0.0.1:9090")
+    report.add_argument(
+        "--window",
+        metavar="DURATION",
+        help="with --prometheus: only the last DURATION (PromQL, e.g. 1h); default: since the processes started",
+    )
     commands.add_parser("demo", help="run the HAK-GAL reference service with a scripted workload", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "check-config":
@@ -56,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from otel_hakgal.selftest import run_selftest
 
         return run_selftest(args.config)
+    if args.command == "report":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return _report(args)
     return _demo(args, rest)
 
 

@@ -434,6 +434,82 @@ METRICS: Final[tuple[MetricDef, ...]] = (
 )
 
 
+@dataclass(frozen=True)
+class InstrumentationMetricDef:
+    """A metric that an OpenTelemetry instrumentation records, not the layer itself.
+
+    The ``prometheus`` backend serves these; the dashboards and alert rules use
+    them, so their names are pinned here too. ``attributes`` are the ones the
+    dashboards use.
+    """
+
+    name: str
+    instrument: str
+    unit: str
+    description: str
+    source: str
+    attributes: tuple[str, ...] = ()
+
+
+_FLASK = "opentelemetry-instrumentation-flask"
+_SYSTEM_METRICS = "opentelemetry-instrumentation-system-metrics"
+
+# HTTP server metrics of the Flask instrumentation, under the default (old) HTTP conventions.
+HTTP_SERVER_METRICS: Final[tuple[InstrumentationMetricDef, ...]] = (
+    InstrumentationMetricDef(
+        "http.server.duration",
+        "histogram",
+        "ms",
+        "Duration of inbound HTTP requests.",
+        _FLASK,
+        ("http.method", "http.status_code", "http.target"),
+    ),
+    InstrumentationMetricDef(
+        "http.server.active_requests",
+        "up_down_counter",
+        "requests",
+        "HTTP requests in flight.",
+        _FLASK,
+        ("http.method",),
+    ),
+)
+
+# Process resource usage, served by the ``prometheus`` backend.
+PROCESS_METRICS: Final[tuple[InstrumentationMetricDef, ...]] = (
+    InstrumentationMetricDef(
+        "process.cpu.time",
+        "observable_counter",
+        "s",
+        "CPU seconds, by `type` (user, system).",
+        _SYSTEM_METRICS,
+        ("type",),
+    ),
+    InstrumentationMetricDef(
+        "process.cpu.utilization",
+        "observable_gauge",
+        "1",
+        "CPU time over elapsed time, divided by the number of CPUs.",
+        _SYSTEM_METRICS,
+    ),
+    InstrumentationMetricDef(
+        "process.memory.usage", "observable_up_down_counter", "By", "Resident memory.", _SYSTEM_METRICS
+    ),
+    InstrumentationMetricDef(
+        "process.memory.virtual", "observable_up_down_counter", "By", "Virtual memory.", _SYSTEM_METRICS
+    ),
+    InstrumentationMetricDef(
+        "process.thread.count", "observable_up_down_counter", "", "Threads of the process.", _SYSTEM_METRICS
+    ),
+    InstrumentationMetricDef(
+        "process.open_file_descriptor.count",
+        "observable_up_down_counter",
+        "",
+        "Open file descriptors.",
+        _SYSTEM_METRICS,
+    ),
+)
+
+
 def metric_def(name: str) -> MetricDef:
     """Return the definition of metric ``name``; raises ``KeyError`` for unknown names."""
     for definition in METRICS:
