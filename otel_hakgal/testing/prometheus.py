@@ -48,13 +48,13 @@ def free_port() -> int:
 
 
 def wait_for(check: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.2) -> T:
-    """Poll ``check`` until it returns something other than None/False; raise TimeoutError after ``timeout_s``."""
+    """Poll ``check`` until it returns something truthy (a non-empty query result); TimeoutError after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while True:
         try:
             result = check()
-            if result is not None and result is not False:
+            if result:
                 return result
         except Exception as error:
             last_error = error

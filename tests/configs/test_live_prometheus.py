@@ -1,0 +1,212 @@
+"""A real Prometheus scraping the reference service: every dashboard query and alert expression has data,
+and with every LLM call failing the LLM-provider alert fires.
+
+The service runs as in production, zero-code: ``opentelemetry-instrument python -m otel_hakgal.demo.api``
+with the ``prometheus`` backend chosen by environment variables. Prometheus scrapes it every second and
+evaluates the shipped rules every second.
+
+The shipped ``HakgalLlmProviderFailing`` rule waits ``for: 5m``, too long for a test. The firing test loads
+the shipped rules file unchanged (its alert must reach ``pending`` with the failing provider's label) plus a
+test-only copy of that one rule, with the expression copied verbatim from the shipped file and only ``for``
+shortened to 1s and an ``override`` label added; that copy must reach ``firing``. So the expression that
+fires is byte for byte the shipped one, and the shipped ``for`` is the only thing not exercised live
+(``promtool test rules`` covers it).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from otel_hakgal import cli
+from otel_hakgal.report import LLM_FAILURE_RATE
+from otel_hakgal.testing.prometheus import PrometheusServer, require_binary, wait_for
+from tests.configs.test_dashboards import RULES, panel_queries, rule_expressions
+from tests.support.processes import VENV_BIN, ServerProcess, clean_env, free_port
+
+APP = "otel_hakgal.demo.api"
+# Environment that makes the demo's LLM simulator fail every call (the reference service's interface).
+FAIL_EVERY_LLM_CALL = {"HAKGAL_SIM_FAULT": "error", "HAKGAL_SIM_FAULT_RATE": "1.0"}
+
+WORKLOAD = (
+    "ask What is the capital of France?",
+    "ask What is the capital of France?",  # cache hits
+    "ask Is Rome the capital of Italy?",
+    "explain Is Rome the capital of Italy?",
+    "what_is Socrates",
+    "search capital",
+    "show",
+    "status",
+    "parse IsCapital(Paris, France).",
+    "parse IsCapital(Paris,",  # invalid formula
+    "add_raw IsCapital(Berlin, Germany).",
+    "ask Is Berlin the capital of Germany?",
+    "retract IsCapital(Berlin, Germany).",
+    "learn The Seine flows through Paris.",
+    "help",
+    "clearcache",
+    "ask What is the capital of France?",
+)
+
+
+def _substitute(expr: str) -> str:
+    """A dashboard query as Grafana would send it, for all jobs."""
+    return expr.replace("$__rate_interval", "1m").replace("$__range", "1h").replace('"$job"', '".+"')
+
+
+def _ratio_part(rule_expr: str) -> str:
+    """An alert expression without its threshold comparison: the indicator itself."""
+    head, _, threshold = rule_expr.rpartition(" > ")
+    assert re.fullmatch(r"[0-9.]+", threshold), rule_expr
+    return head
+
+
+class Service:
+    """The reference service under opentelemetry-instrument, served metrics on its own scrape port."""
+
+    def __init__(self, **extra_env: str) -> None:
+        self.port = free_port()
+        self.metrics_port = free_port()
+        env = clean_env(
+            OTEL_HAKGAL_BACKENDS="prometheus",
+            OTEL_EXPORTER_PROMETHEUS_PORT=str(self.metrics_port),
+            **extra_env,
+        )
+        python = str(VENV_BIN / "python")
+        argv = [str(VENV_BIN / "opentelemetry-instrument"), python, "-m", APP, "--port", str(self.port)]
+        self.process = ServerProcess(argv, env, self.port)
+        self.process.wait_ready()
+        self.target = f"127.0.0.1:{self.metrics_port}"
+
+    def stop(self) -> str:
+        return self.process.stop()
+
+
+class Workload:
+    """Sends ``commands`` round after round, paced, until stopped: Prometheus must see counters grow
+    between scrapes (a series' first sample is not an increase), so the load spans many scrapes."""
+
+    def __init__(self, service: Service, commands: tuple[str, ...], pause_s: float = 0.05) -> None:
+        self.service, self.commands, self.pause_s = service, commands, pause_s
+        self.statuses: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="workload", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for command in self.commands:
+                self.statuses.append(self.service.process.post_command(command)[0])
+                if self._stop.wait(self.pause_s):
+                    return
+
+    def __enter__(self) -> Workload:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def prometheus_binary() -> str:
+    return require_binary("prometheus")
+
+
+@pytest.fixture(scope="module")
+def normal(prometheus_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """Prometheus with the shipped rules, scraping the service while the workload runs."""
+    service = Service()
+    try:
+        with PrometheusServer(
+            tmp_path_factory.mktemp("prometheus"), [service.target], rule_files=[RULES], binary=prometheus_binary
+        ) as server:
+            wait_for(server.targets_up, 20, "the service's scrape target to be up")
+            with Workload(service, WORKLOAD) as workload:
+                wait_for(lambda: len(workload.statuses) >= 2 * len(WORKLOAD), 60, "two rounds of the workload")
+                yield server
+            assert 200 in workload.statuses
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize(("title", "expr"), panel_queries(), ids=[t for t, _ in panel_queries()])
+def test_every_dashboard_query_returns_data(normal: PrometheusServer, title: str, expr: str) -> None:
+    query = _substitute(expr)
+    result = wait_for(lambda: normal.client.query(query), 15, f"data for panel {title!r}: {query}")
+    assert result and any(value == value for _, value in result), f"{title}: only NaN"
+
+
+@pytest.mark.parametrize(("alert", "expr"), rule_expressions(), ids=[a for a, _ in rule_expressions()])
+def test_every_alert_expression_returns_data(normal: PrometheusServer, alert: str, expr: str) -> None:
+    indicator = _ratio_part(expr)
+    result = wait_for(lambda: normal.client.query(indicator), 15, f"data for alert {alert}")
+    assert result, alert
+    wait_for(lambda: normal.rule_health().get(alert) == "ok", 10, f"rule {alert} evaluated without error")
+
+
+def test_the_normal_workload_fires_nothing(normal: PrometheusServer) -> None:
+    firing = [a for a in normal.alerts() if a["state"] == "firing"]
+    assert firing == []
+
+
+def _override_rules(tmp_path: Path) -> Path:
+    """The shipped LLM-provider rule, expression verbatim, with ``for: 1s`` and an ``override`` label."""
+    shipped = yaml.safe_load(RULES.read_text())
+    rule: dict[str, Any] = next(
+        r for g in shipped["groups"] for r in g["rules"] if r["alert"] == LLM_FAILURE_RATE.alert
+    )
+    copy = {**rule, "for": "1s", "labels": {**rule["labels"], "override": "for-1s"}}
+    path = tmp_path / "override.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "test-override", "rules": [copy]}]}, sort_keys=False))
+    return path
+
+
+def _llm_alerts(server: PrometheusServer) -> list[dict[str, Any]]:
+    return [a for a in server.alerts() if a["labels"]["alertname"] == LLM_FAILURE_RATE.alert]
+
+
+def test_llm_provider_alert_fires_when_every_llm_call_fails(prometheus_binary: str, tmp_path: Path) -> None:
+    service = Service(**FAIL_EVERY_LLM_CALL)
+    try:
+        with PrometheusServer(
+            tmp_path, [service.target], rule_files=[RULES, _override_rules(tmp_path)], binary=prometheus_binary
+        ) as server:
+            wait_for(server.targets_up, 20, "the service's scrape target to be up")
+            asks = ("ask What is the capital of France?", "ask Is Rome the capital of Italy?")
+            with Workload(service, asks):
+                fired = wait_for(
+                    lambda: [a for a in _llm_alerts(server) if a["state"] == "firing"],
+                    40,
+                    f"{LLM_FAILURE_RATE.alert} to fire",
+                )
+                shipped = [a for a in _llm_alerts(server) if "override" not in a["labels"]]
+    finally:
+        output = service.stop()
+    for alert in fired:
+        assert alert["labels"]["override"] == "for-1s", alert
+        assert alert["labels"]["severity"] == "warning"
+        assert alert["labels"]["gen_ai_provider_name"]
+        assert float(alert["value"]) > LLM_FAILURE_RATE.threshold
+        assert alert["annotations"]["summary"].startswith("LLM provider "), alert
+    # The shipped rule, unchanged (for: 5m), sees the same providers failing: pending, not yet firing.
+    providers = {a["labels"]["gen_ai_provider_name"] for a in fired}
+    assert {a["labels"]["gen_ai_provider_name"] for a in shipped} >= providers, output
+    assert {a["state"] for a in shipped} == {"pending"}
+
+
+def test_report_reads_the_live_prometheus(normal: PrometheusServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["report", "--prometheus", normal.url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"HAK-GAL report (Prometheus {normal.url}, since start)"
+    indicators = lines[lines.index("Alert indicators") + 3 : lines.index("Commands") - 1]
+    assert indicators and not any(line.endswith("no data") for line in indicators), indicators
+    commands = lines[lines.index("Commands") + 3 : lines.index("Provers") - 1]
+    assert {line.split()[0] for line in commands} >= {"ask", "status", "show"}
+    assert lines[lines.index("LLM providers") + 3 :]  # at least one provider row
