@@ -127,7 +127,7 @@ def _parser() -> Lark:
 # Operator spellings LLMs produce, mapped to HAK-GAL's.
 _OPERATOR_SPELLINGS: tuple[tuple[str, str], ...] = (
     ("∧", "&"),
-    ("∨", "|"),
+    ("\u2228", "|"),  # logical or
     ("→", "->"),
     ("=>", "->"),
     ("¬", "-"),
@@ -176,7 +176,7 @@ def parse(text: str) -> Formula:
     except LarkError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InvalidFormula(f"rejected by the logic firewall: {first_line}") from None
-    return _ToTree().transform(tree)  # type: ignore[no-any-return]
+    return _ToTree().transform(tree)
 
 
 def parse_fact(text: str) -> tuple[str, Formula]:

@@ -1,0 +1,265 @@
+"""LLM providers: DeepSeek and Mistral through the ``openai`` SDK, Gemini through REST ``generateContent``.
+
+As in HAK-GAL, a provider never raises: a failed call comes back as an
+:class:`LLMReply` with ``error`` set, and its span is marked with
+``fail(error_type)``. :class:`ProviderChain` falls back along the providers.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import openai
+
+import otel_hakgal as hg
+from otel_hakgal.conventions import ErrorType, GenAIOperation
+
+Messages = list[dict[str, str]]
+DEMO_API_KEY = "sk-demo-not-a-real-key"
+
+
+@dataclass(frozen=True)
+class LLMReply:
+    provider: str
+    text: str | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    text: str
+    input_tokens: int | None
+    output_tokens: int | None
+    finish_reasons: list[str]
+    response_model: str | None
+    response_id: str | None
+
+
+class ProviderFailure(Exception):
+    """Raised inside a provider's ``_request`` only; turned into an error reply by ``complete``."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+class LLMProvider(ABC):
+    name: str  # short name used in the API's llmStatus and the simulator's paths
+    provider_name: str  # gen_ai.provider.name
+    model: str
+    operation: str = GenAIOperation.CHAT
+
+    def __init__(self, base_url: str, *, timeout_s: float = 10.0, max_tokens: int = 256, temperature: float = 0.0):
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        url = urlsplit(self.base_url)
+        self.server_address = url.hostname or "127.0.0.1"
+        self.server_port = url.port or (443 if url.scheme == "https" else 80)
+        self.status = "online"
+
+    def complete(self, messages: Messages, *, accept: Callable[[str], bool] | None = None) -> LLMReply:
+        """One call. ``accept`` checks the text; a rejected text counts as a malformed response."""
+        with hg.llm_call(
+            self.provider_name,
+            self.model,
+            operation=self.operation,
+            server_address=self.server_address,
+            server_port=self.server_port,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+        ) as call:
+            try:
+                answer = self._request(messages, hg.propagation_headers())
+            except ProviderFailure as failure:
+                call.fail(failure.error_type, failure.message)
+                self.status = f"error: {failure.message}"
+                return LLMReply(self.name, None, f"{self.name}: {failure.message}")
+            call.record_usage(
+                answer.input_tokens,
+                answer.output_tokens,
+                finish_reasons=answer.finish_reasons,
+                response_model=answer.response_model,
+                response_id=answer.response_id,
+            )
+            call.record_messages(messages, [{"role": "assistant", "content": answer.text}])
+            if accept is not None and not accept(answer.text):
+                call.fail(ErrorType.MALFORMED_RESPONSE, "the reply has not the expected form")
+                self.status = "error: malformed reply"
+                return LLMReply(self.name, answer.text, f"{self.name}: the reply has not the expected form")
+            self.status = "online"
+            return LLMReply(self.name, answer.text)
+
+    @abstractmethod
+    def _request(self, messages: Messages, headers: dict[str, str]) -> _Answer:
+        """Send the request; raise :class:`ProviderFailure` on any failure."""
+
+
+class OpenAICompatibleProvider(LLMProvider):
+    """A provider with an OpenAI-compatible API, called through the ``openai`` SDK."""
+
+    def __init__(self, base_url: str, **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        # No SDK retries: falling back to the next provider is HAK-GAL's retry.
+        self._client = openai.OpenAI(
+            base_url=self.base_url, api_key=DEMO_API_KEY, timeout=self.timeout_s, max_retries=0
+        )
+
+    def _request(self, messages: Messages, headers: dict[str, str]) -> _Answer:
+        try:
+            response = self._client.chat.completions.create(
+                model=self.model,
+                messages=cast(Any, messages),
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+                extra_headers=headers,
+            )
+        except openai.APITimeoutError as error:
+            raise ProviderFailure(ErrorType.TIMEOUT, f"no answer within {self.timeout_s:g} s") from error
+        except openai.APIStatusError as error:
+            raise ProviderFailure(ErrorType.PROVIDER_ERROR, f"HTTP {error.status_code}") from error
+        except openai.APIConnectionError as error:
+            raise ProviderFailure(ErrorType.PROVIDER_ERROR, f"connection failed: {error}") from error
+        except ValueError as error:  # an unparseable body
+            raise ProviderFailure(ErrorType.MALFORMED_RESPONSE, f"unreadable response: {error}") from error
+        if not response.choices or response.choices[0].message.content is None:
+            raise ProviderFailure(ErrorType.MALFORMED_RESPONSE, "response without content")
+        usage = response.usage
+        return _Answer(
+            text=response.choices[0].message.content,
+            input_tokens=usage.prompt_tokens if usage else None,
+            output_tokens=usage.completion_tokens if usage else None,
+            finish_reasons=[str(choice.finish_reason) for choice in response.choices],
+            response_model=response.model,
+            response_id=response.id,
+        )
+
+
+class DeepSeekProvider(OpenAICompatibleProvider):
+    name = "deepseek"
+    provider_name = "deepseek"
+    model = "deepseek-chat"
+
+
+class MistralProvider(OpenAICompatibleProvider):
+    name = "mistral"
+    provider_name = "mistral_ai"
+    model = "mistral-large-latest"
+
+
+class GeminiProvider(LLMProvider):
+    """Google's REST ``generateContent`` call, with the standard library's HTTP client."""
+
+    name = "gemini"
+    provider_name = "gcp.gemini"
+    model = "gemini-1.5-pro-latest"
+    operation = GenAIOperation.GENERATE_CONTENT
+
+    def _request(self, messages: Messages, headers: dict[str, str]) -> _Answer:
+        system = "\n".join(m["content"] for m in messages if m["role"] == "system")
+        body: dict[str, Any] = {
+            "contents": [
+                {"role": "user", "parts": [{"text": m["content"]}]} for m in messages if m["role"] != "system"
+            ],
+            "generationConfig": {"temperature": self.temperature, "maxOutputTokens": self.max_tokens},
+        }
+        if system:
+            body["systemInstruction"] = {"parts": [{"text": system}]}
+        request = urllib.request.Request(
+            f"{self.base_url}/v1beta/models/{self.model}:generateContent",
+            data=json.dumps(body).encode("utf-8"),
+            headers={"Content-Type": "application/json", "x-goog-api-key": DEMO_API_KEY, **headers},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                payload = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            raise ProviderFailure(ErrorType.PROVIDER_ERROR, f"HTTP {error.code}") from error
+        except TimeoutError as error:
+            raise ProviderFailure(ErrorType.TIMEOUT, f"no answer within {self.timeout_s:g} s") from error
+        except urllib.error.URLError as error:
+            if isinstance(error.reason, TimeoutError):
+                raise ProviderFailure(ErrorType.TIMEOUT, f"no answer within {self.timeout_s:g} s") from error
+            raise ProviderFailure(ErrorType.PROVIDER_ERROR, f"connection failed: {error.reason}") from error
+        except (ValueError, ConnectionError) as error:
+            raise ProviderFailure(ErrorType.MALFORMED_RESPONSE, f"unreadable response: {error}") from error
+        try:
+            candidate = payload["candidates"][0]
+            text = "".join(part["text"] for part in candidate["content"]["parts"])
+        except (KeyError, IndexError, TypeError) as error:
+            raise ProviderFailure(ErrorType.MALFORMED_RESPONSE, "response without candidates") from error
+        usage = payload.get("usageMetadata", {})
+        return _Answer(
+            text=text,
+            input_tokens=usage.get("promptTokenCount"),
+            output_tokens=usage.get("candidatesTokenCount"),
+            finish_reasons=[str(candidate.get("finishReason", "STOP")).lower()],
+            response_model=payload.get("modelVersion"),
+            response_id=payload.get("responseId"),
+        )
+
+
+class ProviderChain:
+    """Providers in fallback order: the first good reply wins."""
+
+    def __init__(self, providers: Sequence[LLMProvider]) -> None:
+        if not providers:
+            raise ValueError("a provider chain needs at least one provider")
+        self.providers = list(providers)
+
+    def complete(self, messages: Messages, *, accept: Callable[[str], bool] | None = None) -> LLMReply:
+        failures: list[str] = []
+        for provider in self.providers:
+            reply = provider.complete(messages, accept=accept)
+            if reply.ok:
+                return reply
+            failures.append(reply.error or provider.name)
+        return LLMReply("none", None, "all providers failed: " + "; ".join(failures))
+
+    def status(self) -> dict[str, Any]:
+        """The API's ``llmStatus`` block."""
+        return {
+            "llm_count": len(self.providers),
+            "llm_active": sum(1 for p in self.providers if p.status == "online"),
+            "llm_providers": [{"name": p.name, "model": p.model, "status": p.status} for p in self.providers],
+        }
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the providers and the oracle live; all on the simulator unless configured otherwise."""
+
+    deepseek: str
+    mistral: str
+    gemini: str
+    oracle: str
+
+    @classmethod
+    def on(cls, base_url: str) -> Endpoints:
+        base = base_url.rstrip("/")
+        return cls(f"{base}/deepseek/v1", f"{base}/mistral/v1", f"{base}/gemini", f"{base}/wolfram/v1/result")
+
+
+def standard_chain(endpoints: Endpoints, *, timeout_s: float = 10.0) -> ProviderChain:
+    """HAK-GAL's order: DeepSeek, then Mistral, then Gemini."""
+    return ProviderChain(
+        [
+            DeepSeekProvider(endpoints.deepseek, timeout_s=timeout_s),
+            MistralProvider(endpoints.mistral, timeout_s=timeout_s),
+            GeminiProvider(endpoints.gemini, timeout_s=timeout_s),
+        ]
+    )
