@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any, Final
 
 CONFIG_FILE_ENV: Final = "OTEL_HAKGAL_CONFIG"
+TRACES_EXPORTER_ENV: Final = "OTEL_TRACES_EXPORTER"
+# OTEL_TRACES_EXPORTER names that mean one of our backends; other names are taken as backend names.
+EXPORTER_BACKENDS: Final = {"otlp": "otlp", "otlp_proto_http": "otlp", "console": "console"}
 BACKENDS_ENV: Final = "OTEL_HAKGAL_BACKENDS"
 STRICT_ENV: Final = "OTEL_HAKGAL_STRICT"
 DEFAULTS_SOURCE: Final = "default"
@@ -361,6 +364,7 @@ def environment_variables() -> dict[str, tuple[str, ...]]:
     for env, key, _ in _env_specs():
         result[env] = (*result.get(env, ()), key)
     result[CONFIG_FILE_ENV] = ("(path of the config file)",)
+    result[TRACES_EXPORTER_ENV] = ("backends",)
     return result
 
 
@@ -508,6 +512,10 @@ def load_config(
     _check_unknown(file_layer, problems)
     _check_unknown(arg_layer, problems)
     merged = {**file_layer, **env_layer, **arg_layer}
+    if "backends" not in merged and environ.get(TRACES_EXPORTER_ENV):
+        # The generic OTel variable chooses backends only when the layer's own settings don't.
+        names = [EXPORTER_BACKENDS.get(n, n) for n in parse_list(environ[TRACES_EXPORTER_ENV])]
+        merged["backends"] = _Value(names, f"environment variable {TRACES_EXPORTER_ENV}")
 
     sections = {name: _build_section(cls, name, merged, problems) for name, cls in all_sections().items()}
 

@@ -18,21 +18,12 @@ from typing import Any
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
-from otel_hakgal.config import BACKENDS_ENV, CONFIG_FILE_ENV, STRICT_ENV, Config, ConfigError, load_config, parse_bool
+from otel_hakgal.config import STRICT_ENV, Config, ConfigError, load_config, parse_bool
 from otel_hakgal.environment_variables import LAUNCHER_ENTRY_POINT_NAME
 from otel_hakgal.pipeline import Handle, setup
 
 logger = logging.getLogger("otel_hakgal")
 
-TRACES_EXPORTER_ENV = "OTEL_TRACES_EXPORTER"
-# OTEL_TRACES_EXPORTER names that mean one of our backends.
-_EXPORTER_BACKENDS = {
-    "otlp": "otlp",
-    "otlp_proto_http": "otlp",
-    "console": "console",
-    "jsonl": "jsonl",
-    "none": "none",
-}
 EXIT_BAD_CONFIG = 2
 
 
@@ -62,28 +53,6 @@ def _is_reloader_watcher(argv: list[str], environ: dict[str, str] | os._Environ[
     return debug or "--reload" in argv
 
 
-def _exporter_overrides(environ: dict[str, str] | os._Environ[str], config_file_sets_backends: bool) -> dict[str, Any]:
-    """Map ``OTEL_TRACES_EXPORTER`` to backends, below the layer's own settings."""
-    raw = environ.get(TRACES_EXPORTER_ENV)
-    if not raw or environ.get(BACKENDS_ENV) or config_file_sets_backends:
-        return {}
-    names = [name.strip() for name in raw.split(",") if name.strip()]
-    return {"backends": [_EXPORTER_BACKENDS.get(name, name) for name in names]}
-
-
-def _file_sets_backends(environ: dict[str, str] | os._Environ[str]) -> bool:
-    path = environ.get(CONFIG_FILE_ENV)
-    if not path:
-        return False
-    try:
-        import tomllib
-
-        with open(path, "rb") as handle:
-            return "backends" in tomllib.load(handle)
-    except (OSError, ValueError):
-        return False  # load_config reports the problem
-
-
 def start_from_environment(environ: dict[str, str] | os._Environ[str] | None = None) -> Handle | None:
     """Configure telemetry from the environment, as the launcher does.
 
@@ -95,12 +64,14 @@ def start_from_environment(environ: dict[str, str] | os._Environ[str] | None = N
         return None
     strict = parse_bool(environ.get(STRICT_ENV, "") or "0")
     try:
-        config = load_config(environ=environ, overrides=_exporter_overrides(environ, _file_sets_backends(environ)))
+        config = load_config(environ=environ)
     except ConfigError as error:
         line = "; ".join(error.problems)
         if strict:
             print(f"otel_hakgal ERROR: {line} (OTEL_HAKGAL_STRICT is set: not starting)", file=sys.stderr, flush=True)
-            raise SystemExit(EXIT_BAD_CONFIG) from None
+            # SystemExit from the launcher's sitecustomize becomes a fatal-error dump
+            # with exit status 1; nothing has started yet, so leave directly.
+            os._exit(EXIT_BAD_CONFIG)
         print(f"otel_hakgal ERROR: {line}; telemetry is off", file=sys.stderr, flush=True)
         return setup(Config(backends=(), disabled=True))
     return setup(config)

@@ -286,8 +286,13 @@ def setup(
 
     Calling it again reconfigures in place: the previous backends are flushed
     and stopped, and no provider, processor or span is doubled. Calling it
-    with an unchanged configuration returns the running handle.
+    with an unchanged configuration, or with no arguments at all once
+    something (e.g. the ``opentelemetry-instrument`` launcher) configured
+    telemetry, returns the running handle.
     """
+    no_arguments = all(arg is None for arg in (config, backends, service_name, sample_ratio, settings))
+    if no_arguments and _Process.handle is not None:
+        return _Process.handle
     if isinstance(config, Config):
         resolved = config
     else:

@@ -168,3 +168,13 @@ def test_check_config_exits_2_on_each_error(tmp_path: Path) -> None:
 def test_shipped_configs_are_valid() -> None:
     for path in sorted((ROOT / "configs").glob("*.toml")):
         load_config(path, environ={})
+
+
+def test_otel_traces_exporter_chooses_backends_below_the_layers_own_settings(tmp_path: Path) -> None:
+    assert load_config(environ={"OTEL_TRACES_EXPORTER": "otlp,console"}).backends == ("otlp", "console")
+    environ = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_HAKGAL_BACKENDS": "jsonl"}
+    assert load_config(environ=environ).backends == ("jsonl",)
+    path = _write(tmp_path, 'backends = ["none"]\n')
+    assert load_config(path, environ={"OTEL_TRACES_EXPORTER": "otlp"}).backends == ("none",)
+    [problem] = _problems(environ={"OTEL_TRACES_EXPORTER": "zipkin"})
+    assert "OTEL_TRACES_EXPORTER" in problem and "'zipkin'" in problem

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_hakgal.launcher import _exporter_overrides, _is_reloader_watcher
+from otel_hakgal.launcher import _is_reloader_watcher
 from otel_hakgal.testing import OtlpReceiver, ReceivedSpan
 from tests.support.processes import ROOT, VENV_BIN, ServerProcess, clean_env, free_port
 
@@ -29,10 +29,12 @@ def _forms(port: int) -> dict[str, list[str]]:
 
 
 def _otlp_env(receiver: OtlpReceiver, **extra: str) -> dict[str, str]:
-    return clean_env(
-        OTEL_HAKGAL_BACKENDS="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_METRIC_EXPORT_INTERVAL="1000",
-        **extra,
-    )
+    settings = {
+        "OTEL_HAKGAL_BACKENDS": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+    }
+    return clean_env(**{**settings, **extra})
 
 
 def _assert_server_span_parents_command(spans: list[ReceivedSpan], verb: str) -> None:
@@ -174,9 +176,3 @@ def test_reloader_watcher_is_detected() -> None:
     assert not _is_reloader_watcher([flask, "run", "--debug", "--no-reload"], {})
     assert not _is_reloader_watcher([flask, "run"], {})
     assert not _is_reloader_watcher(["/venv/bin/gunicorn", "app:app"], {"FLASK_DEBUG": "1"})
-
-
-def test_traces_exporter_maps_below_the_layers_own_settings() -> None:
-    assert _exporter_overrides({"OTEL_TRACES_EXPORTER": "otlp,console"}, False) == {"backends": ["otlp", "console"]}
-    assert _exporter_overrides({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_HAKGAL_BACKENDS": "jsonl"}, False) == {}
-    assert _exporter_overrides({"OTEL_TRACES_EXPORTER": "otlp"}, True) == {}

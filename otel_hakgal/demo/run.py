@@ -52,7 +52,7 @@ class _ApiServer:
 
     def __init__(self, app: Any, port: int) -> None:
         self.server: BaseWSGIServer = make_server("127.0.0.1", port, app, threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="hakgal-api", daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), name="hakgal-api", daemon=True)
 
     @property
     def base_url(self) -> str:

@@ -31,6 +31,7 @@ from otel_hakgal.demo.responder import ORACLE_ANSWERS, count_tokens, respond
 
 PROVIDERS: tuple[str, ...] = ("deepseek", "mistral", "gemini", "oracle")
 DEFAULT_HANG_S = 30.0
+POLL_INTERVAL_S = 0.05  # how fast stop() takes effect
 _GEMINI_PATH = re.compile(r"^/gemini/v1beta/models/(?P<model>[^/:]+):generateContent$")
 _CHAT_PATH = re.compile(r"^/(?P<provider>deepseek|mistral)/v1/chat/completions$")
 
@@ -75,7 +76,9 @@ class LLMSimulator:
 
     def start(self) -> LLMSimulator:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, name="llm-simulator", daemon=True)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, args=(POLL_INTERVAL_S,), name="llm-simulator", daemon=True
+            )
             self._thread.start()
         return self
 

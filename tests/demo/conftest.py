@@ -34,7 +34,7 @@ def assistant(hakgal_telemetry: TelemetryRecorder, simulator: LLMSimulator) -> K
 def serve(app: object) -> tuple[str, Callable[[], None]]:
     """Serve a WSGI app on a free loopback port in a thread; returns (base URL, stop)."""
     server = make_server("127.0.0.1", 0, app, threaded=True)  # type: ignore[arg-type]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
 
     def stop() -> None:
         server.shutdown()
