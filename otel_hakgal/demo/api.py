@@ -50,6 +50,7 @@ class _EmbeddedSimulator:
         with cls.lock:
             if cls.instance is None or cls.pid != os.getpid():
                 cls.instance, cls.pid = LLMSimulator().start(), os.getpid()
+                cls.instance.apply_env_faults()  # e.g. HAKGAL_SIM_FAULT=error: every LLM call fails
                 logger.info("started the embedded LLM simulator at %s", cls.instance.base_url)
             return cls.instance.base_url
 

@@ -25,7 +25,7 @@ VERBS: dict[str, tuple[Handler, str]] = {
     "explain": (lambda a, text: a.explain(text), "explain <question>: answer and explain"),
     "add_raw": (lambda a, text: a.add_raw(text), "add_raw <fact>: add a fact in HAK-GAL syntax"),
     "retract": (lambda a, text: a.retract(text), "retract <fact>: remove a fact"),
-    "learn": (lambda a, text: a.learn(), "learn: add the learning suggestions to the knowledge base"),
+    "learn": (lambda a, text: a.learn(text), "learn [text]: add the learning suggestions (and facts in text)"),
     "show": (lambda a, text: a.show(), "show: list the knowledge base"),
     "status": (lambda a, text: a.status(), "status: knowledge base, caches and providers"),
     "parse": (lambda a, text: a.parse(text), "parse <formula>: check a formula with the logic firewall"),

@@ -200,9 +200,13 @@ class KAssistant:
         removed = self._update_kb("retract", lambda: self.kb.retract(canonical))
         return Reply(f"Retracted: {canonical}" if removed else f"Not in the knowledge base: {canonical}")
 
-    def learn(self) -> Reply:
+    def learn(self, text: str = "") -> Reply:
+        """Add the learning suggestions, and the facts the providers agree on in ``text``."""
         with self._lock:
             pending, self._suggestions = self._suggestions, []
+        if text.strip():
+            extracted = extract_facts(self.chain.providers, [Chunk("learn", text)]).facts
+            pending += [fact for fact in extracted if fact not in pending]
         if not pending:
             return Reply("Nothing to learn: no learning suggestions yet (ask questions first).")
         added = self._update_kb("learn", lambda: sum(self.kb.add(fact) for fact in pending))

@@ -25,9 +25,10 @@ from otel_hakgal.demo.api import create_app
 from otel_hakgal.demo.k_assistant import AssistantSettings, KAssistant
 from otel_hakgal.demo.providers import Endpoints
 from otel_hakgal.demo.simulator import LLMSimulator
-from otel_hakgal.demo.summary import render_summary, summarize
+from otel_hakgal.demo.summary import render_summary, snapshot
 from otel_hakgal.demo.workload import WORKLOAD, StepResult, run_workload
 from otel_hakgal.render import group_by_trace, render_trace
+from otel_hakgal.report import Snapshot
 
 DEMO_SERVICE_NAME = "hakgal-demo"
 
@@ -99,20 +100,34 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log between the results
     handle = hg.setup(config=args.config) if args.config else hg.setup(backends=["memory"])
     try:
-        with LLMSimulator() as simulator:
-            assistant = KAssistant.create(
-                Endpoints.on(simulator.base_url), AssistantSettings(z3_timeout_s=args.z3_timeout)
-            )
-            with _ApiServer(create_app(assistant), args.port) as api:
-                print(f"HAK-GAL demo: API {api.base_url}, LLM simulator {simulator.base_url}", file=out)
-                print(f"running {len(WORKLOAD)} commands over HTTP\n", file=out)
-                results = run_workload(api.base_url, simulator, on_result=_print_result(out))
-                _report(handle, results, show_traces=not args.no_traces, out=out)
-                if args.serve:
-                    _serve_until_interrupted(api.base_url, out)
+        with LLMSimulator() as simulator, _service(simulator, args.z3_timeout, args.port) as api:
+            print(f"HAK-GAL demo: API {api.base_url}, LLM simulator {simulator.base_url}", file=out)
+            print(f"running {len(WORKLOAD)} commands over HTTP\n", file=out)
+            results = run_workload(api.base_url, simulator, on_result=_print_result(out))
+            _report(handle, results, show_traces=not args.no_traces, out=out)
+            if args.serve:
+                _serve_until_interrupted(api.base_url, out)
     finally:
         handle.shutdown()
     return 0 if all(result.as_expected for result in results) else 1
+
+
+def workload_metrics(z3_timeout_s: float = 1.0) -> Snapshot:
+    """Run the workload silently with the ``memory`` backend; its metrics (for ``otel-hakgal report``)."""
+    handle = hg.setup(backends=["memory"])
+    try:
+        with LLMSimulator() as simulator, _service(simulator, z3_timeout_s, 0) as api:
+            results = run_workload(api.base_url, simulator)
+            memory = handle.backend("memory")
+            _wait_for_server_spans(memory, expected=len(results))
+            return snapshot(memory.metrics())
+    finally:
+        handle.shutdown()
+
+
+def _service(simulator: LLMSimulator, z3_timeout_s: float, port: int) -> _ApiServer:
+    assistant = KAssistant.create(Endpoints.on(simulator.base_url), AssistantSettings(z3_timeout_s=z3_timeout_s))
+    return _ApiServer(create_app(assistant), port)
 
 
 def _report(handle: hg.Handle, results: Sequence[StepResult], *, show_traces: bool, out: TextIO) -> None:
@@ -127,7 +142,7 @@ def _report(handle: hg.Handle, results: Sequence[StepResult], *, show_traces: bo
         print(f"\n== {len(traces)} traces ==", file=out)
         for trace_spans in traces:
             print("\n" + render_trace(trace_spans), file=out)
-    print("\n" + render_summary(summarize(memory.metrics())), file=out)
+    print("\n" + render_summary(memory.metrics()), file=out)
 
 
 def _serve_until_interrupted(base_url: str, out: TextIO) -> None:
@@ -135,7 +150,7 @@ def _serve_until_interrupted(base_url: str, out: TextIO) -> None:
         f"\nserving on {base_url}; try:\n"
         f"  curl -s {base_url}/api/test\n"
         f"  curl -s -X POST {base_url}/api/command -H 'Content-Type: application/json' "
-        "-d '{\"command\": \"ask Is Rome a city?\"}'\n"
+        '-d \'{"command": "ask Is Rome a city?"}\'\n'
         "Ctrl-C stops.",
         file=out,
         flush=True,

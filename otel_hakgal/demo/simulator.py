@@ -13,14 +13,23 @@ Endpoints (all on 127.0.0.1):
 Faults per provider: ``latency`` (answer late), ``5xx`` (HTTP 503), ``timeout``
 (hang until the client gives up), ``malformed`` (a truncated JSON body) and
 ``garbage`` (valid envelope, prose instead of logic).
+
+Environment (read by :meth:`LLMSimulator.apply_env_faults`, which the API's
+embedded simulator calls): ``HAKGAL_SIM_FAULT`` (a fault kind; ``error`` means
+``5xx``), ``HAKGAL_SIM_FAULT_RATE`` (share of calls hit, default 1.0),
+``HAKGAL_SIM_FAULT_PROVIDERS`` (comma list, default the three LLMs),
+``HAKGAL_SIM_FAULT_DELAY_S``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +39,11 @@ from urllib.parse import parse_qs, urlsplit
 from otel_hakgal.demo.responder import ORACLE_ANSWERS, count_tokens, respond
 
 PROVIDERS: tuple[str, ...] = ("deepseek", "mistral", "gemini", "oracle")
+LLM_PROVIDERS: tuple[str, ...] = PROVIDERS[:3]
+FAULT_ENV = "HAKGAL_SIM_FAULT"
+FAULT_RATE_ENV = "HAKGAL_SIM_FAULT_RATE"
+FAULT_PROVIDERS_ENV = "HAKGAL_SIM_FAULT_PROVIDERS"
+FAULT_DELAY_ENV = "HAKGAL_SIM_FAULT_DELAY_S"
 DEFAULT_HANG_S = 30.0
 POLL_INTERVAL_S = 0.05  # how fast stop() takes effect
 _GEMINI_PATH = re.compile(r"^/gemini/v1beta/models/(?P<model>[^/:]+):generateContent$")
@@ -49,6 +63,7 @@ class Fault:
     kind: FaultKind
     times: int | None = 1  # how many requests it hits; None: until cleared
     delay_s: float = 0.0  # latency: added delay; timeout: how long to hang (default DEFAULT_HANG_S)
+    rate: float = 1.0  # share of requests it hits (a miss does not use up ``times``)
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,7 @@ class LLMSimulator:
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
         self._response_ids = 0
+        self._random = random.Random(0)  # seeded: fault rates give the same sequence every run
 
     # --- lifecycle ---
 
@@ -104,12 +120,28 @@ class LLMSimulator:
 
     # --- fault injection and inspection ---
 
-    def inject(self, provider: str, kind: FaultKind | str, *, times: int | None = 1, delay_s: float = 0.0) -> None:
-        """Make the next ``times`` requests to ``provider`` fail in the way ``kind`` says."""
+    def inject(
+        self, provider: str, kind: FaultKind | str, *, times: int | None = 1, delay_s: float = 0.0, rate: float = 1.0
+    ) -> None:
+        """Make the next ``times`` requests to ``provider`` (a ``rate`` share of them) fail as ``kind`` says."""
         if provider not in PROVIDERS:
             raise ValueError(f"unknown provider {provider!r}; known: {', '.join(PROVIDERS)}")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"fault rate must be between 0 and 1, not {rate}")
+        fault = Fault(FaultKind("5xx" if kind == "error" else kind), times, delay_s, rate)
         with self._lock:
-            self._faults.setdefault(provider, []).append(Fault(FaultKind(kind), times, delay_s))
+            self._faults.setdefault(provider, []).append(fault)
+
+    def apply_env_faults(self, env: Mapping[str, str] = os.environ) -> None:
+        """Inject the lasting fault described by ``$HAKGAL_SIM_FAULT`` and friends, if any."""
+        kind = env.get(FAULT_ENV, "").strip()
+        if not kind:
+            return
+        rate = float(env.get(FAULT_RATE_ENV, "1.0"))
+        delay_s = float(env.get(FAULT_DELAY_ENV, "0"))
+        providers = [p.strip() for p in env.get(FAULT_PROVIDERS_ENV, ",".join(LLM_PROVIDERS)).split(",") if p.strip()]
+        for provider in providers:
+            self.inject(provider, kind, times=None, delay_s=delay_s, rate=rate)
 
     def clear_faults(self, provider: str | None = None) -> None:
         with self._lock:
@@ -132,6 +164,8 @@ class LLMSimulator:
             if not queue:
                 return None
             fault = queue[0]
+            if fault.rate < 1.0 and self._random.random() >= fault.rate:
+                return None
             if fault.times is not None:
                 fault.times -= 1
                 if fault.times <= 0:

@@ -121,4 +121,3 @@ class _Translator:
         if name not in self.constants:
             self.constants[name] = z3.Const(f"c_{name}", self.sort)
         return self.constants[name]
-

@@ -25,18 +25,19 @@ import pytest
 import yaml
 
 from otel_hakgal import cli
+from otel_hakgal.demo.simulator import FaultKind, LLMSimulator
 from otel_hakgal.report import LLM_FAILURE_RATE
 from otel_hakgal.testing.prometheus import PrometheusServer, require_binary, wait_for
 from tests.configs.test_dashboards import RULES, panel_queries, rule_expressions
 from tests.support.processes import VENV_BIN, ServerProcess, clean_env, free_port
 
 APP = "otel_hakgal.demo.api"
-# Environment that makes the demo's LLM simulator fail every call (the reference service's interface).
-FAIL_EVERY_LLM_CALL = {"HAKGAL_SIM_FAULT": "error", "HAKGAL_SIM_FAULT_RATE": "1.0"}
 
 WORKLOAD = (
     "ask What is the capital of France?",
     "ask What is the capital of France?",  # cache hits
+    "clearcache",  # so every round reaches the provers, not only the proof cache
+    "ask Does Tokyo have 37400000 inhabitants?",  # the oracle and its cache
     "ask Is Rome the capital of Italy?",
     "explain Is Rome the capital of Italy?",
     "what_is Socrates",
@@ -139,8 +140,12 @@ def normal(prometheus_binary: str, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.mark.parametrize(("title", "expr"), panel_queries(), ids=[t for t, _ in panel_queries()])
 def test_every_dashboard_query_returns_data(normal: PrometheusServer, title: str, expr: str) -> None:
     query = _substitute(expr)
-    result = wait_for(lambda: normal.client.query(query), 15, f"data for panel {title!r}: {query}")
-    assert result and any(value == value for _, value in result), f"{title}: only NaN"
+    def numbers() -> list[Any] | None:
+        # A ratio of rates is NaN in a window without new events: wait for one that has them.
+        result = normal.client.query(query)
+        return result if any(value == value for _, value in result) else None
+
+    assert wait_for(numbers, 20, f"a number (not NaN) for panel {title!r}: {query}")
 
 
 @pytest.mark.parametrize(("alert", "expr"), rule_expressions(), ids=[a for a, _ in rule_expressions()])
@@ -173,7 +178,11 @@ def _llm_alerts(server: PrometheusServer) -> list[dict[str, Any]]:
 
 
 def test_llm_provider_alert_fires_when_every_llm_call_fails(prometheus_binary: str, tmp_path: Path) -> None:
-    service = Service(**FAIL_EVERY_LLM_CALL)
+    # The service's LLM providers point at a simulator in this process, told to fail every call.
+    simulator = LLMSimulator().start()
+    for provider in ("deepseek", "mistral", "gemini"):
+        simulator.inject(provider, FaultKind.SERVER_ERROR, times=None)
+    service = Service(HAKGAL_LLM_BASE_URL=simulator.base_url)
     try:
         with PrometheusServer(
             tmp_path, [service.target], rule_files=[RULES, _override_rules(tmp_path)], binary=prometheus_binary
@@ -189,6 +198,7 @@ def test_llm_provider_alert_fires_when_every_llm_call_fails(prometheus_binary: s
                 shipped = [a for a in _llm_alerts(server) if "override" not in a["labels"]]
     finally:
         output = service.stop()
+        simulator.stop()
     for alert in fired:
         assert alert["labels"]["override"] == "for-1s", alert
         assert alert["labels"]["severity"] == "warning"

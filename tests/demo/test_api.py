@@ -129,12 +129,19 @@ def test_the_same_question_again_hits_both_caches_and_skips_llm_and_provers(
     assert hakgal_telemetry.span("hakgal.cache prompt").attributes[Attr.CACHE_HIT] is True
     assert hakgal_telemetry.span("hakgal.cache proof").attributes[Attr.CACHE_HIT] is True
     query = hakgal_telemetry.span(SpanName.QUERY)
-    direct_llm_calls = [s for s in hakgal_telemetry.spans() if s.parent and s.parent.span_id == query.context.span_id
-                        and s.kind is SpanKind.CLIENT]  # fmt: skip
+    direct_llm_calls = [
+        s
+        for s in hakgal_telemetry.spans()
+        if s.parent and s.parent.span_id == query.context.span_id and s.kind is SpanKind.CLIENT
+    ]
     assert direct_llm_calls == []
     assert not [s for s in hakgal_telemetry.spans() if s.name.startswith("hakgal.prover")]
-    assert hakgal_telemetry.counter_value("hakgal.cache.lookups", {Attr.CACHE_NAME: CacheName.PROOF}, **{
-        Attr.CACHE_HIT: True}) == 1  # fmt: skip
+    assert (
+        hakgal_telemetry.counter_value(
+            "hakgal.cache.lookups", {Attr.CACHE_NAME: CacheName.PROOF}, **{Attr.CACHE_HIT: True}
+        )
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
@@ -172,8 +179,21 @@ def test_an_unknown_verb_gets_200_and_the_valid_verbs(api_url: str, hakgal_telem
 
     assert status == 200
     assert body["validCommands"] == known_verbs()
-    assert set(known_verbs()) == {"ask", "explain", "add_raw", "retract", "learn", "show", "status", "parse",
-                                  "what_is", "search", "clearcache", "build_kb", "help"}  # fmt: skip
+    assert set(known_verbs()) == {
+        "ask",
+        "explain",
+        "add_raw",
+        "retract",
+        "learn",
+        "show",
+        "status",
+        "parse",
+        "what_is",
+        "search",
+        "clearcache",
+        "build_kb",
+        "help",
+    }
     assert not [s for s in hakgal_telemetry.spans() if s.name.startswith("hakgal.command")]
 
 

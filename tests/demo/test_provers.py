@@ -12,8 +12,8 @@ from otel_hakgal.conventions import Attr, ErrorType, ProverResult
 from otel_hakgal.demo.knowledge_base import Fact, KnowledgeBase
 from otel_hakgal.demo.logic import Formula, parse_fact
 from otel_hakgal.demo.portfolio import ProverPortfolio
-from otel_hakgal.demo.providers import Endpoints
 from otel_hakgal.demo.provers import FunctionalConstraintProver, OracleProver, PatternMatcher, Verdict
+from otel_hakgal.demo.providers import Endpoints
 from otel_hakgal.demo.simulator import LLMSimulator
 from otel_hakgal.demo.z3_prover import Z3Prover
 from otel_hakgal.testing import TelemetryRecorder

@@ -37,9 +37,12 @@ def make(provider: type[LLMProvider], simulator: LLMSimulator) -> LLMProvider:
     ],
 )
 def test_a_successful_call_is_a_genai_client_span(
-    hakgal_telemetry: TelemetryRecorder, simulator: LLMSimulator, provider: type[LLMProvider], span_name: str,
+    hakgal_telemetry: TelemetryRecorder,
+    simulator: LLMSimulator,
+    provider: type[LLMProvider],
+    span_name: str,
     system: str,
-) -> None:  # fmt: skip
+) -> None:
     reply = make(provider, simulator).complete(QUESTION)
 
     assert reply.ok and "Hauptstadt(Frankreich, Paris)." in (reply.text or "")
@@ -66,9 +69,12 @@ def test_a_successful_call_is_a_genai_client_span(
 )
 @pytest.mark.parametrize("provider", [DeepSeekProvider, GeminiProvider])
 def test_a_failed_call_returns_an_error_value_and_marks_its_span(
-    hakgal_telemetry: TelemetryRecorder, simulator: LLMSimulator, provider: type[LLMProvider], fault: FaultKind,
+    hakgal_telemetry: TelemetryRecorder,
+    simulator: LLMSimulator,
+    provider: type[LLMProvider],
+    fault: FaultKind,
     error_type: str,
-) -> None:  # fmt: skip
+) -> None:
     client = make(provider, simulator)
     simulator.inject(client.name, fault, delay_s=2.0)
 
@@ -93,7 +99,9 @@ def test_a_reply_that_is_not_logic_counts_as_malformed(
     assert span.attributes[Attr.GEN_AI_USAGE_OUTPUT_TOKENS] > 0  # the tokens were still spent
 
 
-def test_the_chain_falls_back_to_the_next_provider(hakgal_telemetry: TelemetryRecorder, simulator: LLMSimulator) -> None:
+def test_the_chain_falls_back_to_the_next_provider(
+    hakgal_telemetry: TelemetryRecorder, simulator: LLMSimulator
+) -> None:
     chain = standard_chain(Endpoints.on(simulator.base_url), timeout_s=0.5)
     simulator.inject("deepseek", FaultKind.SERVER_ERROR)
 

@@ -17,8 +17,9 @@ from otel_hakgal.demo.simulator import LLMSimulator
 
 def call(url: str, body: dict[str, Any] | None = None, method: str = "POST", timeout: float = 5) -> tuple[int, bytes]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"traceparent": "00-" + "a" * 32 + "-"
-                                     + "b" * 16 + "-01"})  # fmt: skip
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
@@ -106,3 +107,15 @@ def test_bad_fault_requests_are_rejected(simulator: LLMSimulator) -> None:
 def test_oracle_short_answers(simulator: LLMSimulator) -> None:
     assert call(f"{simulator.base_url}/wolfram/v1/result?i=Einwohner+Tokio", method="GET") == (200, b"37400000")
     assert call(f"{simulator.base_url}/wolfram/v1/result?i=Einwohner+Atlantis", method="GET")[0] == 501
+
+
+def test_a_lasting_fault_from_the_environment_with_a_rate(simulator: LLMSimulator) -> None:
+    simulator.apply_env_faults({"HAKGAL_SIM_FAULT": "error", "HAKGAL_SIM_FAULT_RATE": "0.5"})
+    chat = {"model": "m", "messages": logicalize_messages("Is Rome a city?")}
+    statuses = [call(f"{simulator.base_url}/gemini/v1beta/models/g:generateContent", chat)[0] for _ in range(20)]
+    assert set(statuses) == {200, 503}
+    assert 4 <= statuses.count(503) <= 16
+    simulator.apply_env_faults({"HAKGAL_SIM_FAULT": "error"})  # rate 1.0: every call
+    simulator.clear_faults("gemini")
+    assert call(f"{simulator.base_url}/gemini/v1beta/models/g:generateContent", chat)[0] == 200
+    assert call(f"{simulator.base_url}/deepseek/v1/chat/completions", chat)[0] == 503
