@@ -115,6 +115,7 @@ class CommandRunner:
                 return CommandResult(verb, Status.SUCCESS, reply)
         except Exception as error:
             logger.warning("command %s failed: %s", verb, error)  # the traceback is on the command span
+            hg.capture_exception(error)  # the seed's handle_command_error: error backends get it, linked to its span
             return CommandResult(verb, Status.ERROR, error=f"{type(error).__name__}: {error}")
 
 

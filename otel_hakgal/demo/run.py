@@ -52,6 +52,7 @@ class _ApiServer:
     """The Flask app under werkzeug's threaded server, in a daemon thread."""
 
     def __init__(self, app: Any, port: int) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log between the demo's output
         self.server: BaseWSGIServer = make_server("127.0.0.1", port, app, threaded=True)
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), name="hakgal-api", daemon=True)
 
@@ -97,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out = sys.stdout
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log between the results
     handle = hg.setup(config=args.config) if args.config else hg.setup(backends=["memory"])
     try:
         with LLMSimulator() as simulator, _service(simulator, args.z3_timeout, args.port) as api:
