@@ -18,6 +18,7 @@ from typing import Any
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
+from opentelemetry.metrics._internal import _ProxyMeter
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.metrics import MeterProvider
@@ -98,6 +99,67 @@ class SwitchableSampler(otel_sampling.Sampler):
         return self.delegate.get_description()
 
 
+class _FollowingInstruments(list[Any]):
+    """A proxy meter's instrument list that binds each new instrument to the current real meter."""
+
+    def __init__(self, meter: _SwitchingMeter) -> None:
+        super().__init__()
+        self._meter = meter
+
+    def append(self, instrument: Any) -> None:
+        super().append(instrument)
+        instrument.on_meter_set(self._meter.current)
+
+
+class _SwitchingMeter(_ProxyMeter):
+    """A proxy meter that never hands out real instruments, so they can all be re-pointed."""
+
+    def __init__(self, name: str, version: str | None, schema_url: str | None, real: metrics.MeterProvider) -> None:
+        super().__init__(name, version=version, schema_url=schema_url)
+        self.current = real.get_meter(name, version, schema_url)
+        self._instruments = _FollowingInstruments(self)
+
+    def on_set_meter_provider(self, meter_provider: metrics.MeterProvider) -> None:
+        real_meter = meter_provider.get_meter(self._name, self._version, self._schema_url)
+        with self._lock:  # _real_meter stays None: the base class would then create real instruments
+            self.current = real_meter
+            for instrument in self._instruments:
+                instrument.on_meter_set(real_meter)
+
+
+class SwitchableMeterProvider(metrics.MeterProvider):
+    """The process's one global MeterProvider: meters and instruments follow each ``setup()``.
+
+    The SDK's MeterProvider cannot change its readers, and the global one can
+    be set only once, so a second ``setup()`` would leave the Flask
+    instrumentation's meters on a shut-down provider. Proxy meters fix that:
+    every meter handed out is re-pointed at the current real provider.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._meters: list[_SwitchingMeter] = []
+        self._real: metrics.MeterProvider = metrics.NoOpMeterProvider()
+
+    def get_meter(
+        self,
+        name: str,
+        version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes = None,
+    ) -> metrics.Meter:
+        with self._lock:
+            meter = _SwitchingMeter(name, version, schema_url, self._real)
+            self._meters.append(meter)
+        return meter
+
+    def switch(self, real: metrics.MeterProvider) -> None:
+        with self._lock:
+            self._real = real
+            for meter in self._meters:
+                meter.on_set_meter_provider(real)
+
+
 def build_sampler(settings: SamplingSettings) -> otel_sampling.Sampler:
     ratio = otel_sampling.TraceIdRatioBased(settings.ratio)
     by_name: dict[str, otel_sampling.Sampler] = {
@@ -130,6 +192,8 @@ class _Process:
     fan_out = FanOutSpanProcessor()
     sampler = SwitchableSampler(otel_sampling.ParentBased(otel_sampling.ALWAYS_ON))
     tracer_provider: TracerProvider | None = None
+    meter_provider = SwitchableMeterProvider()
+    instruments: Instruments | None = None
     handle: Handle | None = None
     atexit_registered = False
 
@@ -205,6 +269,7 @@ class Handle:
             self._shut_down = True
             if _Process.handle is self:
                 _Process.fan_out.processors = ()
+                _Process.meter_provider.switch(metrics.NoOpMeterProvider())
                 _Process.handle = None
                 state.backends = ()
         return _run_bounded(self._stop_all, timeout_s or self.config.export.shutdown_timeout)
@@ -332,14 +397,18 @@ def _install(config: Config) -> Handle:
     meter_provider = None
     if readers:  # shutdown_on_exit off: the handle shuts it down, bounded in time
         meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
-    if meter_provider is not None and not isinstance(metrics.get_meter_provider(), MeterProvider):
-        metrics.set_meter_provider(meter_provider)
+    _Process.meter_provider.switch(meter_provider or metrics.NoOpMeterProvider())
+    global_meter_provider = metrics.get_meter_provider()
+    if not isinstance(global_meter_provider, MeterProvider | SwitchableMeterProvider):
+        metrics.set_meter_provider(_Process.meter_provider)  # once: later calls only switch
+    if _Process.instruments is None:
+        _Process.instruments = Instruments.create(_Process.meter_provider)
     _install_propagators(list(backends.values()))
 
     handle = Handle(config, backends, processors, meter_provider)
     state.config = config
     state.tracer = provider.get_tracer(INSTRUMENTATION_SCOPE, __version__)
-    state.instruments = Instruments.create(meter_provider or metrics.NoOpMeterProvider())
+    state.instruments = _Process.instruments
     state.backends = tuple(backends.values())
     _Process.fan_out.processors = tuple(processors)
     _Process.handle = handle

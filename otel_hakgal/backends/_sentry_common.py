@@ -303,10 +303,10 @@ def _link(event: dict[str, Any], hint: dict[str, Any]) -> None:
     error = exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) > 1 else None
     escaped = escaped_spans(error) if isinstance(error, BaseException) else []
     hinted = hint.get(HINT_SPAN)
-    if hinted is not None:
-        chain = span_chain([hinted])
-    elif escaped:
+    if escaped:  # where it was raised beats where it was reported
         chain = span_chain(escaped)
+    elif hinted is not None:
+        chain = span_chain([hinted])
     else:
         chain = span_chain([trace.get_current_span()])
     span = chain[0]

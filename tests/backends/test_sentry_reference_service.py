@@ -100,6 +100,7 @@ def test_failing_command_gives_one_error_linked_to_its_span(sentry_receiver: Sen
     assert failed_span["status"] == "internal_error"
     parent = failed_span
     while parent["op"] != "hakgal.command":
+        assert parent["parent_span_id"] in spans, (failed_span, [(x["op"], x["description"]) for x in spans.values()])
         parent = spans[parent["parent_span_id"]]
     assert parent["description"] == "hakgal.command build_kb"
     assert error["tags"]["hakgal.command.name"] == "build_kb"
