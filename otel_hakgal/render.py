@@ -38,6 +38,8 @@ _MAX_VALUE_CHARS = 48
 
 
 def _short(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
     text = ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
     return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 1] + "…"
 
