@@ -92,8 +92,13 @@ def test_backends_swap_by_environment_only(otlp_receiver: OtlpReceiver, tmp_path
             output = server.stop()
         if "jsonl" in name:
             lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
-            names = {s["name"] for ln in lines for rs in ln.get("resourceSpans", []) for ss in rs["scopeSpans"]
-                     for s in ss["spans"]}
+            names = {
+                s["name"]
+                for ln in lines
+                for rs in ln.get("resourceSpans", [])
+                for ss in rs["scopeSpans"]
+                for s in ss["spans"]
+            }
             assert "hakgal.command status" in names, (name, output)
         else:
             _assert_server_span_parents_command(otlp_receiver.wait_for_spans(2), "status")
@@ -148,8 +153,18 @@ def test_sigterm_flushes_every_finished_span(form: str, otlp_receiver: OtlpRecei
 def test_gunicorn_preload_delivers_from_both_workers(otlp_receiver: OtlpReceiver) -> None:
     port = free_port()
     argv = [
-        INSTRUMENT, str(VENV_BIN / "gunicorn"), "--preload", "-w", "2", "-b", f"127.0.0.1:{port}",
-        "--access-logfile", "-", "--access-logformat", "pid=%(p)s %(U)s", f"{APP}:app",
+        INSTRUMENT,
+        str(VENV_BIN / "gunicorn"),
+        "--preload",
+        "-w",
+        "2",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--access-logfile",
+        "-",
+        "--access-logformat",
+        "pid=%(p)s %(U)s",
+        f"{APP}:app",
     ]
     server = ServerProcess(argv, _otlp_env(otlp_receiver), port)
     requests = 40
@@ -176,3 +191,79 @@ def test_reloader_watcher_is_detected() -> None:
     assert not _is_reloader_watcher([flask, "run", "--debug", "--no-reload"], {})
     assert not _is_reloader_watcher([flask, "run"], {})
     assert not _is_reloader_watcher(["/venv/bin/gunicorn", "app:app"], {"FLASK_DEBUG": "1"})
+
+
+def test_layer_settings_work_as_launcher_flags(tmp_path: Path) -> None:
+    jsonl = tmp_path / "spans.jsonl"
+    port = free_port()
+    argv = [INSTRUMENT, "--hakgal_backends", "jsonl", sys.executable, "-m", APP, "--port", str(port)]
+    server = ServerProcess(argv, clean_env(OTEL_HAKGAL_JSONL_PATH=str(jsonl)), port)
+    try:
+        server.wait_ready()
+        assert server.post_command("status")[0] == 200
+    finally:
+        output = server.stop()
+    assert "hakgal.command status" in jsonl.read_text(), output
+
+
+def test_jsonl_exporter_entry_point_under_the_plain_sdk_configurator(tmp_path: Path) -> None:
+    # opentelemetry-distro's own distro and configurator, choosing exporters by entry point name.
+    jsonl = tmp_path / "spans.jsonl"
+    port = free_port()
+    env = clean_env(
+        OTEL_PYTHON_DISTRO="distro",
+        OTEL_PYTHON_CONFIGURATOR="configurator",
+        OTEL_TRACES_EXPORTER="jsonl",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_HAKGAL_JSONL_PATH=str(jsonl),
+        OTEL_HAKGAL_BACKENDS="none",  # the app's own setup() joins that provider and adds nothing
+    )
+    server = ServerProcess(_forms(port)["gunicorn"], env, port)
+    try:
+        server.wait_ready()
+        assert server.post_command("status")[0] == 200
+    finally:
+        output = server.stop()
+    assert "hakgal.command status" in jsonl.read_text(), output
+
+
+def test_outgoing_calls_carry_the_trace_under_the_launcher(otlp_receiver: OtlpReceiver) -> None:
+    from otel_hakgal.demo.simulator import LLMSimulator
+
+    port = free_port()
+    with LLMSimulator() as simulator:
+        env = _otlp_env(otlp_receiver, HAKGAL_LLM_BASE_URL=simulator.base_url)
+        server = ServerProcess(_forms(port)["gunicorn"], env, port)
+        try:
+            server.wait_ready()
+            assert server.post_command("ask What is the capital of France?")[0] == 200
+        finally:
+            output = server.stop()
+        seen = [r.traceparent for r in simulator.requests() if r.provider != "oracle"]
+    spans = otlp_receiver.wait_for_spans(5)
+    [server_span] = [s for s in spans if s.kind == SERVER_KIND]
+    llm_span_ids = {s.span_id for s in spans if s.attributes.get("gen_ai.operation.name")}
+    assert seen and all(tp is not None for tp in seen), output
+    for traceparent in seen:
+        _, trace_id, parent_id, _ = str(traceparent).split("-")
+        assert trace_id == server_span.trace_id and parent_id in llm_span_ids
+
+
+def test_sigterm_to_demo_serve_flushes_every_finished_span(otlp_receiver: OtlpReceiver, tmp_path: Path) -> None:
+    config = tmp_path / "demo.toml"
+    # The console backend prints every span synchronously as its trace ends: the count produced.
+    config.write_text(f'backends = ["console", "otlp"]\n[otlp]\nendpoint = "{otlp_receiver.endpoint}"\n')
+    port = free_port()
+    env = clean_env(OTEL_BSP_SCHEDULE_DELAY="600000", OTEL_METRIC_EXPORT_INTERVAL="600000", PYTHONUNBUFFERED="1")
+    argv = [str(VENV_BIN / "otel-hakgal"), "demo", "--serve", "--port", str(port), "--config", str(config)]
+    server = ServerProcess(argv, env, port)
+    try:
+        server.wait_ready(timeout_s=60)
+        server.wait_for_output("serving on")
+    finally:
+        output = server.stop()
+    produced = len([line for line in output.splitlines() if re.search(r" ms  \+ *[\d.]+", line)])
+    assert produced > 50, output[-3000:]
+    time.sleep(0.5)
+    assert len(otlp_receiver.spans()) == produced, output[-3000:]

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -37,14 +38,28 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 class ServerProcess:
-    """A server started with ``argv``; ``wait_ready`` polls until its port accepts connections."""
+    """A server started with ``argv``; ``wait_ready`` polls until its port accepts connections.
+
+    A thread collects everything it prints (stdout and stderr), so the pipe never fills up.
+    """
 
     def __init__(self, argv: list[str], env: dict[str, str], port: int, cwd: Path = ROOT) -> None:
         self.port = port
         self.process = subprocess.Popen(
             argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
         )
-        self.output = ""
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self._lines)
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -57,6 +72,13 @@ class ServerProcess:
             except OSError:
                 time.sleep(0.1)
         raise TimeoutError(f"server not listening on {self.port} after {timeout_s} s:\n{self.stop()}")
+
+    def wait_for_output(self, text: str, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while text not in self.output:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise TimeoutError(f"never printed {text!r}:\n{self.output[-3000:]}")
+            time.sleep(0.1)
 
     def post_command(self, command: str, timeout_s: float = 30.0) -> tuple[int, dict[str, Any]]:
         request = urllib.request.Request(
@@ -76,8 +98,8 @@ class ServerProcess:
 
     def finish(self, timeout_s: float = 20.0) -> str:
         """Wait for the process to exit; return everything it printed."""
-        out, _ = self.process.communicate(timeout=timeout_s)
-        self.output += out or ""
+        self.process.wait(timeout=timeout_s)
+        self._reader.join(timeout=5)
         return self.output
 
     def stop(self) -> str:
