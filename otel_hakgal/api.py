@@ -19,6 +19,7 @@ from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.metrics import Histogram
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
@@ -127,17 +128,50 @@ class Operation:
             state.instruments.errors.add(1, {Attr.ERROR_TYPE: self._error_type, Attr.ERROR_SCOPE: self.scope.value})
 
 
+class _OutcomeOp(Operation):
+    """An operation that ends in an :class:`Outcome` and records its duration by outcome.
+
+    Subclasses name their attribute keys and histogram; ``_kind`` is the
+    low-cardinality attribute (verb, query type) the duration is split by.
+    """
+
+    _kind_key: ClassVar[str]
+    _outcome_key: ClassVar[str]
+    _kind: str
+    __slots__ = ("_kind",)
+
+    def _duration_histogram(self) -> Histogram:
+        raise NotImplementedError
+
+    @property
+    def outcome(self) -> Outcome:
+        if self._error_type is None:
+            return Outcome.SUCCESS
+        return Outcome.TIMEOUT if self._error_type == ErrorType.TIMEOUT else Outcome.ERROR
+
+    def _on_end(self, duration: float) -> None:
+        outcome = self.outcome.value
+        self.span.set_attribute(self._outcome_key, outcome)
+        attributes: dict[str, AttributeValue] = {self._kind_key: self._kind, self._outcome_key: outcome}
+        if self._error_type is not None:
+            attributes[Attr.ERROR_TYPE] = self._error_type
+        self._duration_histogram().record(duration, attributes)
+        super()._on_end(duration)
+
+
 class StepOp(Operation):
     """A pipeline step without metrics of its own (parse, retrieval, KB update)."""
 
     __slots__ = ()
 
 
-class CommandOp(Operation):
+class CommandOp(_OutcomeOp):
     """One API command. Outcome: success, error, or timeout (``fail(ErrorType.TIMEOUT)``)."""
 
     scope = ErrorScope.COMMAND
-    __slots__ = ("_verb",)
+    _kind_key = Attr.COMMAND_NAME
+    _outcome_key = Attr.COMMAND_OUTCOME
+    __slots__ = ()
 
     def __init__(self, verb: str, text: str | None = None, timeout_s: float | None = None) -> None:
         attributes: dict[str, AttributeValue] = {Attr.COMMAND_NAME: verb}
@@ -148,29 +182,19 @@ class CommandOp(Operation):
         if timeout_s is not None:
             attributes[Attr.COMMAND_TIMEOUT] = float(timeout_s)
         super().__init__(SpanName.COMMAND.format(verb=verb), attributes, (verb, text, timeout_s))
-        self._verb = verb
+        self._kind = verb
 
-    @property
-    def outcome(self) -> Outcome:
-        if self._error_type is None:
-            return Outcome.SUCCESS
-        return Outcome.TIMEOUT if self._error_type == ErrorType.TIMEOUT else Outcome.ERROR
-
-    def _on_end(self, duration: float) -> None:
-        outcome = self.outcome
-        self.span.set_attribute(Attr.COMMAND_OUTCOME, outcome.value)
-        attributes: dict[str, AttributeValue] = {Attr.COMMAND_NAME: self._verb, Attr.COMMAND_OUTCOME: outcome.value}
-        if self._error_type is not None:
-            attributes[Attr.ERROR_TYPE] = self._error_type
-        state.instruments.command_duration.record(duration, attributes)
-        super()._on_end(duration)
+    def _duration_histogram(self) -> Histogram:
+        return state.instruments.command_duration
 
 
-class QueryOp(Operation):
+class QueryOp(_OutcomeOp):
     """A question through the reasoning pipeline."""
 
     scope = ErrorScope.QUERY
-    __slots__ = ("_query_type",)
+    _kind_key = Attr.QUERY_TYPE
+    _outcome_key = Attr.QUERY_OUTCOME
+    __slots__ = ()
 
     def __init__(self, text: str | None = None, query_type: str = "ask") -> None:
         attributes: dict[str, AttributeValue] = {Attr.QUERY_TYPE: query_type}
@@ -179,7 +203,7 @@ class QueryOp(Operation):
             if redacted is not None:
                 attributes[Attr.QUERY_TEXT] = redacted
         super().__init__(SpanName.QUERY, attributes, (text, query_type))
-        self._query_type = query_type
+        self._kind = query_type
 
     def set_formula(self, formula: str) -> None:
         self.span.set_attribute(Attr.QUERY_FORMULA, formula[: state.config.redaction.max_attribute_length])
@@ -187,16 +211,8 @@ class QueryOp(Operation):
     def set_answer(self, answer: str) -> None:
         self.span.set_attribute(Attr.QUERY_ANSWER, answer)
 
-    def _on_end(self, duration: float) -> None:
-        outcome = Outcome.SUCCESS if self._error_type is None else Outcome.ERROR
-        if self._error_type == ErrorType.TIMEOUT:
-            outcome = Outcome.TIMEOUT
-        self.span.set_attribute(Attr.QUERY_OUTCOME, outcome.value)
-        attributes: dict[str, AttributeValue] = {Attr.QUERY_TYPE: self._query_type, Attr.QUERY_OUTCOME: outcome.value}
-        if self._error_type is not None:
-            attributes[Attr.ERROR_TYPE] = self._error_type
-        state.instruments.query_duration.record(duration, attributes)
-        super()._on_end(duration)
+    def _duration_histogram(self) -> Histogram:
+        return state.instruments.query_duration
 
 
 class ProverOp(Operation):

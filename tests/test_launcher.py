@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from otel_hakgal.launcher import _is_reloader_watcher
-from otel_hakgal.testing import OtlpReceiver, ReceivedSpan
+from otel_hakgal.testing import OtlpReceiver, ReceivedSpan, jsonl_spans
 from tests.support.processes import ROOT, VENV_BIN, ServerProcess, clean_env, free_port
 
 APP = "otel_hakgal.demo.api"
@@ -91,14 +90,7 @@ def test_backends_swap_by_environment_only(otlp_receiver: OtlpReceiver, tmp_path
         finally:
             output = server.stop()
         if "jsonl" in name:
-            lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
-            names = {
-                s["name"]
-                for ln in lines
-                for rs in ln.get("resourceSpans", [])
-                for ss in rs["scopeSpans"]
-                for s in ss["spans"]
-            }
+            names = {span["name"] for span in jsonl_spans(jsonl)}
             assert "hakgal.command status" in names, (name, output)
         else:
             _assert_server_span_parents_command(otlp_receiver.wait_for_spans(2), "status")

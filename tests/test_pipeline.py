@@ -1,4 +1,3 @@
-import json
 import subprocess
 import sys
 import time
@@ -9,7 +8,7 @@ from opentelemetry import trace
 
 import otel_hakgal as hg
 from otel_hakgal.conventions import Attr, Metric, SpanName
-from otel_hakgal.testing import OtlpReceiver
+from otel_hakgal.testing import OtlpReceiver, jsonl_metric_names, jsonl_spans
 
 
 def _workload() -> None:
@@ -32,18 +31,8 @@ def test_every_configured_backend_gets_spans_and_metrics(otlp_receiver: OtlpRece
     names = {"hakgal.command ask", SpanName.QUERY, "chat deepseek-chat"}
     assert {s.name for s in handle.backend("memory").spans()} == names
     assert {s.name for s in otlp_receiver.wait_for_spans(3)} == names
-    lines = [json.loads(line) for line in jsonl_path.read_text().splitlines()]
-    jsonl_spans = [
-        s for line in lines for rs in line.get("resourceSpans", []) for ss in rs["scopeSpans"] for s in ss["spans"]
-    ]
-    assert {s["name"] for s in jsonl_spans} == names
-    jsonl_metrics = {
-        m["name"]
-        for line in lines
-        for rm in line.get("resourceMetrics", [])
-        for sm in rm["scopeMetrics"]
-        for m in sm["metrics"]
-    }
+    assert {s["name"] for s in jsonl_spans(jsonl_path)} == names
+    jsonl_metrics = jsonl_metric_names(jsonl_path)
     assert {Metric.COMMAND_DURATION, Metric.GEN_AI_TOKEN_USAGE} <= jsonl_metrics
     assert otlp_receiver.metric_points(Metric.COMMAND_DURATION)
 

@@ -39,6 +39,7 @@ from sentry_sdk.transport import HttpTransport
 from sentry_sdk.utils import event_from_exception
 
 from otel_hakgal.api import escaped_spans
+from otel_hakgal.backends import Backend
 from otel_hakgal.config import Config, ConfigError, setting
 from otel_hakgal.conventions import ERROR_CONTEXT_ATTRIBUTES, TRANSACTION_TAG_ATTRIBUTES
 from otel_hakgal.delivery import DeliveryLog
@@ -458,3 +459,25 @@ def _head_dsc(span_context: SpanContext) -> Baggage | None:
         if client.options.get(key):
             items[key] = str(client.options[key])
     return Baggage(sentry_items=items, mutable=False)
+
+
+class SentryBackendBase(Backend):
+    """What both Sentry backends do the same way: settings, propagation, errors, flush, shutdown."""
+
+    Settings = SentrySettings
+    remote = True
+
+    def propagators(self) -> Sequence[TextMapPropagator]:
+        return (SentryTracePropagator(),)
+
+    def capture_exception(self, error: BaseException, context: Context | None = None) -> None:
+        capture_exception(error, context)
+
+    def capture_message(self, message: str, level: str) -> None:
+        capture_message(message, level)
+
+    def force_flush(self, timeout_s: float) -> bool:
+        return flush(int(timeout_s * 1000))
+
+    def shutdown(self) -> None:
+        shutdown_sentry(self.config.export.shutdown_timeout)

@@ -20,7 +20,6 @@ from typing import Any, Final
 
 import sentry_sdk
 from opentelemetry.context import Context
-from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode, format_span_id
@@ -30,17 +29,12 @@ from sentry_sdk.integrations.opentelemetry.span_processor import SPAN_ORIGIN, Se
 from sentry_sdk.tracing import Span as SentrySpan
 from sentry_sdk.tracing import Transaction, TransactionSource
 
-from otel_hakgal.backends import Backend
 from otel_hakgal.backends._sentry_common import (
     OpenSpans,
-    SentrySettings,
-    SentryTracePropagator,
-    capture_exception,
-    capture_message,
+    SentryBackendBase,
     check_sample_rate,
     flush,
     init_sentry,
-    shutdown_sentry,
     string_value,
 )
 from otel_hakgal.config import Config
@@ -336,10 +330,8 @@ class HakgalSentrySpanProcessor(SentrySpanProcessor):
         return flush(timeout_millis)
 
 
-class SentryBackend(Backend):
+class SentryBackend(SentryBackendBase):
     name = "sentry"
-    Settings = SentrySettings
-    remote = True
 
     def __init__(self, config: Config, resource: Resource) -> None:
         super().__init__(config, resource)
@@ -356,21 +348,9 @@ class SentryBackend(Backend):
     def span_processors(self) -> Sequence[SpanProcessor]:
         return (OpenSpans(), self._processor)
 
-    def propagators(self) -> Sequence[TextMapPropagator]:
-        return (SentryTracePropagator(),)
-
-    def capture_exception(self, error: BaseException, context: Context | None = None) -> None:
-        capture_exception(error, context)
-
-    def capture_message(self, message: str, level: str) -> None:
-        capture_message(message, level)
-
-    def force_flush(self, timeout_s: float) -> bool:
-        return flush(int(timeout_s * 1000))
-
     def shutdown(self) -> None:
         HakgalSentrySpanProcessor._totals.clear()
-        shutdown_sentry(self.config.export.shutdown_timeout)
+        super().shutdown()
 
 
 BACKEND = SentryBackend

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -23,17 +21,11 @@ from sentry_sdk.integrations.flask import FlaskIntegration
 from sentry_sdk.integrations.otlp import OTLPIntegration
 from sentry_sdk.utils import Dsn
 
-from otel_hakgal.backends import Backend
 from otel_hakgal.backends._sentry_common import (
     OpenSpans,
-    SentrySettings,
-    SentryTracePropagator,
-    capture_exception,
-    capture_message,
+    SentryBackendBase,
     check_sample_rate,
-    flush,
     init_sentry,
-    shutdown_sentry,
 )
 from otel_hakgal.config import Config
 from otel_hakgal.delivery import RecordingSession
@@ -45,10 +37,8 @@ def otlp_target(dsn: str) -> tuple[str, dict[str, str]]:
     return auth.get_api_url(EndpointType.OTLP_TRACES), {"X-Sentry-Auth": auth.to_header()}
 
 
-class SentryOtlpBackend(Backend):
+class SentryOtlpBackend(SentryBackendBase):
     name = "sentry-otlp"
-    Settings = SentrySettings
-    remote = True
 
     def __init__(self, config: Config, resource: Resource) -> None:
         super().__init__(config, resource)
@@ -70,21 +60,6 @@ class SentryOtlpBackend(Backend):
         endpoint, headers = otlp_target(self.settings.dsn)
         exporter = OTLPSpanExporter(endpoint=endpoint, headers=headers, session=RecordingSession(self.delivery))
         return (OpenSpans(), BatchSpanProcessor(exporter))
-
-    def propagators(self) -> Sequence[TextMapPropagator]:
-        return (SentryTracePropagator(),)
-
-    def capture_exception(self, error: BaseException, context: Context | None = None) -> None:
-        capture_exception(error, context)
-
-    def capture_message(self, message: str, level: str) -> None:
-        capture_message(message, level)
-
-    def force_flush(self, timeout_s: float) -> bool:
-        return flush(int(timeout_s * 1000))
-
-    def shutdown(self) -> None:
-        shutdown_sentry(self.config.export.shutdown_timeout)
 
 
 BACKEND = SentryOtlpBackend

@@ -9,7 +9,10 @@ Enable in a ``conftest.py`` with ``pytest_plugins = ["otel_hakgal.testing"]``:
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,9 +30,39 @@ __all__ = [
     "SentryReceiver",
     "TelemetryRecorder",
     "hakgal_telemetry",
+    "jsonl_lines",
+    "jsonl_metric_names",
+    "jsonl_spans",
     "otlp_receiver",
     "sentry_receiver",
 ]
+
+
+def jsonl_lines(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The export requests a ``jsonl`` backend wrote, one dict per line."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
+
+
+def jsonl_spans(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every span (OTLP/JSON) in a ``jsonl`` backend's file."""
+    return [
+        span
+        for line in jsonl_lines(path)
+        for resource_spans in line.get("resourceSpans", [])
+        for scope_spans in resource_spans["scopeSpans"]
+        for span in scope_spans["spans"]
+    ]
+
+
+def jsonl_metric_names(path: str | os.PathLike[str]) -> set[str]:
+    """The names of all metrics in a ``jsonl`` backend's file."""
+    return {
+        metric["name"]
+        for line in jsonl_lines(path)
+        for resource_metrics in line.get("resourceMetrics", [])
+        for scope_metrics in resource_metrics["scopeMetrics"]
+        for metric in scope_metrics["metrics"]
+    }
 
 
 class TelemetryRecorder:

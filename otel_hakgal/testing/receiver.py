@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -127,39 +127,51 @@ def decode_metrics(body: bytes) -> list[ReceivedPoint]:
     return points
 
 
-class OtlpReceiver:
-    """OTLP/HTTP receiver on 127.0.0.1. Use as a context manager or call ``start``/``stop``."""
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 in a daemon thread; subclasses give ``_handler_class``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._lock = threading.Lock()
-        self._spans: list[ReceivedSpan] = []
-        self._points: list[ReceivedPoint] = []
-        self.request_count = 0
-        self.fault_status: int | None = None  # answer every request with this status
-        self.fault_delay_s = 0.0  # answer only after this delay
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
 
     @property
-    def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+    def port(self) -> int:
+        return int(self._server.server_address[1])
 
-    def start(self) -> OtlpReceiver:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-receiver", daemon=True)
-        self._thread.start()
+    def start(self) -> Self:
+        name = f"{type(self).__name__}-{self.port}"
+        threading.Thread(target=self._server.serve_forever, name=name, daemon=True).start()
         return self
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> OtlpReceiver:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+
+class OtlpReceiver(LoopbackServer):
+    """OTLP/HTTP receiver on 127.0.0.1. Use as a context manager or call ``start``/``stop``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._spans: list[ReceivedSpan] = []
+        self._points: list[ReceivedPoint] = []
+        self.request_count = 0
+        self.fault_status: int | None = None  # answer every request with this status
+        self.fault_delay_s = 0.0  # answer only after this delay
+        super().__init__(host, port)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self._server.server_address[0]!s}:{self.port}"
 
     def spans(self) -> list[ReceivedSpan]:
         with self._lock:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import threading
 import zlib
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from otel_hakgal.testing.receiver import ReceivedSpan, _wait, decode_traces
+from otel_hakgal.testing.receiver import LoopbackServer, ReceivedSpan, _wait, decode_traces
 
 
 @dataclass(frozen=True)
@@ -72,44 +71,24 @@ def parse_envelope(body: bytes, project: str = "", request_headers: dict[str, st
     return Envelope(headers, tuple(items), project, dict(request_headers or {}))
 
 
-class SentryReceiver:
+class SentryReceiver(LoopbackServer):
     """Sentry ingest on 127.0.0.1. Use as a context manager or call ``start``/``stop``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, project: str = "1") -> None:
         self.project = project
-        self._lock = threading.Lock()
         self._envelopes: list[Envelope] = []
         self._otlp_spans: list[ReceivedSpan] = []
         self.otlp_request_headers: list[dict[str, str]] = []
         self.request_count = 0
         self.fault_status: int | None = None
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+        super().__init__(host, port)
 
     # --- lifecycle ---
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
 
     @property
     def dsn(self) -> str:
         host = self._server.server_address[0]
         return f"http://public@{host!s}:{self.port}/{self.project}"
-
-    def start(self) -> SentryReceiver:
-        threading.Thread(target=self._server.serve_forever, name="sentry-receiver", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> SentryReceiver:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- what arrived ---
 

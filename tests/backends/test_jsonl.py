@@ -1,8 +1,8 @@
-import json
 from pathlib import Path
 
 import otel_hakgal as hg
 from otel_hakgal.conventions import Metric
+from otel_hakgal.testing import jsonl_metric_names, jsonl_spans
 
 
 def test_writes_otlp_json_lines_with_hex_ids(tmp_path: Path) -> None:
@@ -11,23 +11,14 @@ def test_writes_otlp_json_lines_with_hex_ids(tmp_path: Path) -> None:
     with hg.command("status") as cmd, hg.cache_lookup("proof"):
         span_context = cmd.span.get_span_context()
     handle.shutdown()
-    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    spans = [
-        s for line in lines for rs in line.get("resourceSpans", []) for ss in rs["scopeSpans"] for s in ss["spans"]
-    ]
+    spans = jsonl_spans(path)
     by_name = {s["name"]: s for s in spans}
     command = by_name["hakgal.command status"]
     assert command["traceId"] == f"{span_context.trace_id:032x}"
     assert command["spanId"] == f"{span_context.span_id:016x}"
     assert by_name["hakgal.cache proof"]["parentSpanId"] == command["spanId"]
     assert {"key": "hakgal.command.name", "value": {"stringValue": "status"}} in command["attributes"]
-    metric_names = {
-        m["name"]
-        for line in lines
-        for rm in line.get("resourceMetrics", [])
-        for sm in rm["scopeMetrics"]
-        for m in sm["metrics"]
-    }
+    metric_names = jsonl_metric_names(path)
     assert Metric.CACHE_LOOKUPS in metric_names
 
 

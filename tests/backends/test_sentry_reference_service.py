@@ -14,6 +14,7 @@ from werkzeug.serving import make_server
 
 import otel_hakgal as hg
 from otel_hakgal.demo.api import create_app
+from otel_hakgal.demo.commands import known_verbs
 from otel_hakgal.demo.k_assistant import AssistantSettings, KAssistant
 from otel_hakgal.demo.providers import Endpoints
 from otel_hakgal.demo.simulator import LLMSimulator
@@ -122,21 +123,7 @@ def test_demo_with_the_sentry_config_delivers_the_whole_workload(sentry_receiver
     transactions = sentry_receiver.transactions()
     commands = [t for t in transactions if t["transaction"] == "POST /api/command"]
     verbs = {t["tags"].get("hakgal.command.name") for t in commands}
-    assert {
-        "ask",
-        "explain",
-        "add_raw",
-        "retract",
-        "learn",
-        "show",
-        "status",
-        "parse",
-        "what_is",
-        "search",
-        "clearcache",
-        "build_kb",
-        "help",
-    } <= verbs
+    assert set(known_verbs()) <= verbs
     failed = [t for t in commands if t["contexts"]["trace"]["status"] != "ok"]
     errors = sentry_receiver.errors()
     assert errors, "the workload's failing command must arrive as an error"

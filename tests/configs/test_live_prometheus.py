@@ -140,6 +140,7 @@ def normal(prometheus_binary: str, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.mark.parametrize(("title", "expr"), panel_queries(), ids=[t for t, _ in panel_queries()])
 def test_every_dashboard_query_returns_data(normal: PrometheusServer, title: str, expr: str) -> None:
     query = _substitute(expr)
+
     def numbers() -> list[Any] | None:
         # A ratio of rates is NaN in a window without new events: wait for one that has them.
         result = normal.client.query(query)

@@ -8,27 +8,14 @@ from pathlib import Path
 import pytest
 
 from otel_hakgal.demo import run
+from otel_hakgal.demo.commands import known_verbs
 from otel_hakgal.demo.workload import WORKLOAD
 
 
 def test_the_workload_covers_every_verb_and_the_failure_paths() -> None:
     verbs = {step.command.split()[0] for step in WORKLOAD}
     assert len(WORKLOAD) >= 20
-    assert {
-        "ask",
-        "explain",
-        "add_raw",
-        "retract",
-        "learn",
-        "show",
-        "status",
-        "parse",
-        "what_is",
-        "search",
-        "clearcache",
-        "build_kb",
-        "help",
-    } <= verbs
+    assert set(known_verbs()) <= verbs
 
 
 def test_demo_prints_waterfalls_and_summary(capsys: pytest.CaptureFixture[str]) -> None:
