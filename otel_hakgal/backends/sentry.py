@@ -11,8 +11,13 @@ Sentry-side vocabulary (span ops) lives here; every HAK-GAL name comes from
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
+import time
 import urllib.parse
+import weakref
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +31,7 @@ from opentelemetry.trace import SpanKind, StatusCode, format_span_id
 from sentry_sdk.consts import INSTRUMENTER
 from sentry_sdk.integrations.flask import FlaskIntegration
 from sentry_sdk.integrations.opentelemetry.span_processor import SPAN_ORIGIN, SentrySpanProcessor
+from sentry_sdk.scope import Scope, use_isolation_scope, use_scope
 from sentry_sdk.tracing import Span as SentrySpan
 from sentry_sdk.tracing import Transaction, TransactionSource
 
@@ -209,25 +215,163 @@ def _timestamp(ns: int | None) -> datetime | None:
     return datetime.fromtimestamp(ns / 1e9, UTC) if ns is not None else None
 
 
+logger = logging.getLogger("otel_hakgal")
+
+DEFAULT_QUEUE_SIZE: Final = 8192  # ended spans waiting for conversion; more are dropped and counted
+DEFAULT_DELAY_S: Final = 0.003  # the worker starts this long after new work arrives, then runs all queued
+
+
+class FifoWorker:
+    """One background thread running submitted work in submission order, off the request thread.
+
+    The queue is bounded: when it is full, :meth:`submit` drops the work and
+    counts it in :attr:`dropped` instead of blocking the caller. The thread
+    starts at the first submit, also again in a forked child (the child starts
+    with an empty queue). After :meth:`stop`, work runs inline.
+    """
+
+    _instances: weakref.WeakSet[FifoWorker] = weakref.WeakSet()
+    _fork_hook_registered = False
+
+    def __init__(
+        self,
+        max_queue_size: int = DEFAULT_QUEUE_SIZE,
+        name: str = "otel_hakgal-sentry",
+        delay_s: float = DEFAULT_DELAY_S,
+    ) -> None:
+        self.max_queue_size = max_queue_size
+        self.delay_s = delay_s
+        self.name = name
+        self.dropped = 0
+        self._reset()
+        FifoWorker._instances.add(self)
+        if not FifoWorker._fork_hook_registered and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=FifoWorker._after_fork_in_child)
+            FifoWorker._fork_hook_registered = True
+
+    def _reset(self) -> None:
+        lock = threading.Lock()
+        self._condition = threading.Condition(lock)  # the worker waits here for work
+        self._idle = threading.Condition(lock)  # drain() waits here for an empty queue
+        self._items: deque[Callable[[], None]] = deque()
+        self._pending = 0  # queued plus running
+        self._flushing = 0  # drains waiting: no delay then
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    @classmethod
+    def _after_fork_in_child(cls) -> None:
+        for worker in list(cls._instances):
+            stopped = worker._stopped
+            worker._reset()  # the parent's thread does not exist here; its queue is the parent's to send
+            worker._stopped = stopped
+
+    def submit(self, work: Callable[[], None]) -> bool:
+        """Queue ``work``; False (and counted) if the queue is full. Never blocks on the work."""
+        with self._condition:
+            if not self._stopped:
+                if self._pending >= self.max_queue_size:
+                    self.dropped += 1
+                    return False
+                self._items.append(work)
+                self._pending += 1
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                    self._thread.start()
+                self._condition.notify()
+                return True
+        _run_quietly(work)  # stopped: nothing left to hand it to
+        return True
+
+    def _run(self) -> None:
+        condition = self._condition
+        while True:
+            with condition:
+                while not self._items and not self._stopped:
+                    condition.wait()
+                if not self._items:
+                    return
+                lazy = not self._stopped and not self._flushing
+            if lazy and self.delay_s > 0:
+                # Let the thread that queued the work finish its request first: under the GIL,
+                # running at once would hold the response back for a switch interval (5 ms).
+                time.sleep(self.delay_s)
+            while True:
+                with condition:
+                    if not self._items:
+                        break
+                    work = self._items.popleft()
+                _run_quietly(work)
+                with condition:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self._idle.notify_all()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until everything submitted so far has run; False on timeout."""
+        with self._idle:
+            self._flushing += 1
+            try:
+                return self._idle.wait_for(lambda: self._pending == 0, timeout_s)
+            finally:
+                self._flushing -= 1
+
+    def stop(self, timeout_s: float) -> bool:
+        """Drain, then end the thread; later work runs inline."""
+        done = self.drain(timeout_s)
+        with self._condition:
+            self._stopped = True
+            self._condition.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
+        return done
+
+
+def _run_quietly(work: Callable[[], None]) -> None:
+    try:
+        work()
+    except Exception:
+        logger.debug("otel_hakgal: converting a span for Sentry failed", exc_info=True)
+
+
 class HakgalSentrySpanProcessor(SentrySpanProcessor):
     """Sentry's span processor, with the sampling, naming, tags and measurements fixed.
 
     ``on_start`` and the bookkeeping part of ``on_end`` run on the span's
     thread; converting and finishing (which for a root span serialises and
-    queues the transaction) goes through :attr:`dispatch`, which runs it inline
-    today. Work for one trace must keep its order (children before their
-    transaction), so a later off-thread version needs one FIFO queue.
+    queues the transaction) goes through :meth:`dispatch` to one background
+    :class:`FifoWorker`, so the request does not pay for it. One FIFO queue
+    keeps the order of each trace's work: children finish before their
+    transaction. A root span's work runs in the Sentry scopes that were current
+    when it ended, so request data and tags set with ``sentry_sdk.set_tag``
+    reach the transaction as they would inline. ``inline=True`` runs the work
+    on the span's thread instead.
     """
 
     _totals: dict[str, _Totals] = {}  # root span id -> totals
 
-    def __init__(self) -> None:
+    def __init__(self, *, inline: bool = False, max_queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
         # Sentry's own error-linking event processor is not registered: the layer's replaces it.
         self.initialized = True
+        self.inline = inline
+        self.worker = FifoWorker(max_queue_size)
+
+    @property
+    def dropped(self) -> int:
+        """Ended spans not converted because the queue was full."""
+        return self.worker.dropped
 
     def dispatch(self, work: Callable[[], None]) -> None:
-        """Run the conversion work of one ended span (inline for now)."""
-        work()
+        """Run the conversion work of one ended span: on the worker, in order, or inline."""
+        if self.inline:
+            work()
+        else:
+            self.worker.submit(work)
 
     def on_start(self, otel_span: Span, parent_context: Context | None = None) -> None:  # type: ignore[override]
         client = sentry_sdk.get_client()
@@ -284,10 +428,38 @@ class HakgalSentrySpanProcessor(SentrySpanProcessor):
             return
         if otel_span.start_time is not None:
             self.open_spans.setdefault(int(otel_span.start_time / 1e9 / 60), set()).discard(span_id)
-        totals = self._totals.pop(span_id, None) if isinstance(sentry_span, Transaction) else None
-        self.dispatch(lambda: self._finish(sentry_span, otel_span, totals))
+        if isinstance(sentry_span, Transaction):
+            totals = self._totals.pop(span_id, None)
+            if self.inline:
+                self.dispatch(lambda: self._finish(sentry_span, otel_span, totals, None))
+                return
+            # The transaction is sent in the scopes of this thread, as inline, not the worker's.
+            isolation, current = sentry_sdk.get_isolation_scope(), sentry_sdk.get_current_scope()
+            self.dispatch(lambda: self._finish_in(isolation, current, sentry_span, otel_span, totals))
+            return
+        # Resolved now: the transaction's totals leave the map when the root span ends, maybe before this runs.
+        transaction = sentry_span.containing_transaction
+        found = self._totals.get(transaction.span_id) if transaction is not None else None
+        self.dispatch(lambda: self._finish(sentry_span, otel_span, None, found))
 
-    def _finish(self, sentry_span: SentrySpan, otel_span: ReadableSpan, totals: _Totals | None) -> None:
+    def _finish_in(
+        self,
+        isolation: Scope,
+        current: Scope,
+        sentry_span: SentrySpan,
+        otel_span: ReadableSpan,
+        totals: _Totals | None,
+    ) -> None:
+        with use_isolation_scope(isolation), use_scope(current):
+            self._finish(sentry_span, otel_span, totals, None)
+
+    def _finish(
+        self,
+        sentry_span: SentrySpan,
+        otel_span: ReadableSpan,
+        totals: _Totals | None,
+        transaction_totals: _Totals | None,
+    ) -> None:
         mapped = map_span(otel_span)
         attributes = dict(otel_span.attributes or {})
         sentry_span.op = mapped.op
@@ -312,11 +484,8 @@ class HakgalSentrySpanProcessor(SentrySpanProcessor):
                 sentry_span.set_data(key, list(value) if isinstance(value, tuple) else value)
             for key, extra in (mapped.data or {}).items():
                 sentry_span.set_data(key, extra)
-            transaction = sentry_span.containing_transaction
-            if transaction is not None:
-                found = self._totals.get(transaction.span_id)
-                if found is not None:
-                    found.add(otel_span)
+            if transaction_totals is not None:
+                transaction_totals.add(otel_span)
         sentry_span.finish(end_timestamp=_timestamp(otel_span.end_time))
 
     @staticmethod
@@ -327,7 +496,11 @@ class HakgalSentrySpanProcessor(SentrySpanProcessor):
         return bool(url and dsn and dsn.netloc in str(url))
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return flush(timeout_millis)
+        drained = self.worker.drain(timeout_millis / 1000)  # queued transactions reach Sentry's transport first
+        return flush(timeout_millis) and drained
+
+    def shutdown(self) -> None:
+        self.worker.stop(30.0)
 
 
 class SentryBackend(SentryBackendBase):
@@ -348,7 +521,12 @@ class SentryBackend(SentryBackendBase):
     def span_processors(self) -> Sequence[SpanProcessor]:
         return (OpenSpans(), self._processor)
 
+    def force_flush(self, timeout_s: float) -> bool:
+        drained = self._processor.worker.drain(timeout_s)
+        return super().force_flush(timeout_s) and drained
+
     def shutdown(self) -> None:
+        self._processor.worker.stop(self.config.export.shutdown_timeout)
         HakgalSentrySpanProcessor._totals.clear()
         super().shutdown()
 
