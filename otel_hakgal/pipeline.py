@@ -51,23 +51,25 @@ class FanOutSpanProcessor(SpanProcessor):
         self.processors: tuple[SpanProcessor, ...] = ()
         self._warned: set[int] = set()
 
-    def _guard(self, processor: SpanProcessor, call: Callable[[], object]) -> None:
-        try:
-            call()
-        except Exception:
-            if id(processor) not in self._warned:  # one warning per processor, not one per span
-                self._warned.add(id(processor))
-                logger.warning(
-                    "span processor %s failed; its spans are dropped", type(processor).__name__, exc_info=True
-                )
+    def _failed(self, processor: SpanProcessor) -> None:
+        if id(processor) not in self._warned:  # one warning per processor, not one per span
+            self._warned.add(id(processor))
+            logger.warning("span processor %s failed; its spans are dropped", type(processor).__name__, exc_info=True)
 
+    # Plain loops with try/except: no per-span closures on the request path.
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         for processor in self.processors:
-            self._guard(processor, lambda p=processor: p.on_start(span, parent_context))  # type: ignore[misc]
+            try:
+                processor.on_start(span, parent_context)
+            except Exception:
+                self._failed(processor)
 
     def on_end(self, span: ReadableSpan) -> None:
         for processor in self.processors:
-            self._guard(processor, lambda p=processor: p.on_end(span))  # type: ignore[misc]
+            try:
+                processor.on_end(span)
+            except Exception:
+                self._failed(processor)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return all(processor.force_flush(timeout_millis) for processor in self.processors)

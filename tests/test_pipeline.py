@@ -142,3 +142,24 @@ h.shutdown()
 def test_setup_rejects_bad_configuration(bad: dict[str, object]) -> None:
     with pytest.raises(hg.ConfigError):
         hg.setup(settings=bad)
+
+
+def test_a_failing_span_processor_never_reaches_the_app_or_the_other_backends() -> None:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    from otel_hakgal.pipeline import _Process
+
+    class Broken(SpanProcessor):
+        def on_start(self, span: object, parent_context: object = None) -> None:
+            raise RuntimeError("broken on_start")
+
+        def on_end(self, span: object) -> None:
+            raise RuntimeError("broken on_end")
+
+    handle = hg.setup(backends=["memory"])
+    try:
+        _Process.fan_out.processors = (Broken(), *_Process.fan_out.processors)
+        _workload()
+        assert len(handle.backend("memory").spans()) == 3
+    finally:
+        handle.shutdown()
