@@ -127,6 +127,20 @@ def decode_metrics(body: bytes) -> list[ReceivedPoint]:
     return points
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that answers in one call and keeps test output clean."""
+
+    def reply(self, status: int, content_type: str, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 class LoopbackServer:
     """An HTTP server on 127.0.0.1 in a daemon thread; subclasses give ``_handler_class``."""
 
@@ -209,7 +223,7 @@ class OtlpReceiver(LoopbackServer):
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
@@ -226,14 +240,7 @@ class OtlpReceiver(LoopbackServer):
                         status, payload = receiver._record(self.path, body)
                     except Exception:  # undecodable body: answer like a collector would
                         status, payload = 400, b""
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+                self.reply(status, "application/x-protobuf", payload)
 
         return Handler
 

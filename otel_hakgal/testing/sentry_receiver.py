@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from otel_hakgal.testing.receiver import LoopbackServer, ReceivedSpan, _wait, decode_traces
+from otel_hakgal.testing.receiver import LoopbackServer, QuietHandler, ReceivedSpan, _wait, decode_traces
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ class SentryReceiver(LoopbackServer):
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
@@ -183,14 +183,6 @@ class SentryReceiver(LoopbackServer):
                         status = receiver._record(self.path, body, {k.lower(): v for k, v in self.headers.items()})
                     except Exception:
                         status = 400
-                payload = b"{}"
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+                self.reply(status, "application/json", b"{}")
 
         return Handler
