@@ -19,6 +19,7 @@ from otel_hakgal.instruments import Instruments
 
 if TYPE_CHECKING:
     from otel_hakgal.backends import Backend
+    from otel_hakgal.redaction import SecretScrubber
 
 
 @dataclass
@@ -27,6 +28,8 @@ class State:
     instruments: Instruments
     config: Config
     backends: tuple[Backend, ...] = field(default_factory=tuple)
+    # The one secret-scrubbing policy every backend shares (None: scrubbing is off).
+    scrubber: SecretScrubber | None = None
 
 
 def _initial() -> State:

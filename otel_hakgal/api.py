@@ -176,7 +176,7 @@ class CommandOp(_OutcomeOp):
     def __init__(self, verb: str, text: str | None = None, timeout_s: float | None = None) -> None:
         attributes: dict[str, AttributeValue] = {Attr.COMMAND_NAME: verb}
         if text is not None:
-            redacted = redact_text(text, state.config.redaction)
+            redacted = redact_text(text, state.config.redaction, state.scrubber)
             if redacted is not None:
                 attributes[Attr.COMMAND_TEXT] = redacted
         if timeout_s is not None:
@@ -199,7 +199,7 @@ class QueryOp(_OutcomeOp):
     def __init__(self, text: str | None = None, query_type: str = "ask") -> None:
         attributes: dict[str, AttributeValue] = {Attr.QUERY_TYPE: query_type}
         if text is not None:
-            redacted = redact_text(text, state.config.redaction)
+            redacted = redact_text(text, state.config.redaction, state.scrubber)
             if redacted is not None:
                 attributes[Attr.QUERY_TEXT] = redacted
         super().__init__(SpanName.QUERY, attributes, (text, query_type))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import tomllib
 import types
 import typing
@@ -93,6 +94,15 @@ def number_range(low: float, high: float) -> Validator:
 
 def positive(value: Any) -> str | None:
     return None if value > 0 else "a number greater than 0"
+
+
+def regular_expressions(value: Any) -> str | None:
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except (re.error, RecursionError, OverflowError) as exc:
+            return f"valid Python regular expressions ({pattern!r}: {exc})"
+    return None
 
 
 def http_url(value: Any) -> str | None:
@@ -186,6 +196,14 @@ class RedactionSettings:
     max_text_length: int = setting(100, "Characters kept of command and question text.", validate=positive)
     max_attribute_length: int = setting(
         4096, "Longest string attribute value, in characters; longer ones are cut.", validate=positive
+    )
+    scrub_secrets: bool = setting(
+        True,
+        "Replace API keys, bearer tokens, `Authorization` values, DSN keys, passwords and the values of"
+        " secret-looking environment variables with `[REDACTED]`, for every backend.",
+    )
+    secret_patterns: tuple[str, ...] = setting(
+        [], "Extra regular expressions whose matches are redacted as secrets.", validate=regular_expressions
     )
 
 
@@ -573,6 +591,22 @@ def mask_secret(value: str) -> str:
     if parsed.scheme and parsed.hostname:
         return value
     return "***" if value else value
+
+
+def secret_values(config: Config) -> list[str]:
+    """The values of every setting marked secret (DSNs, header values), for the secret scrubber."""
+    values: list[str] = []
+    for section in config.backend_settings.values():
+        if not dataclasses.is_dataclass(section):
+            continue
+        for f in dataclasses.fields(section):
+            if spec_of(f).secret:
+                value = getattr(section, f.name)
+                if isinstance(value, Mapping):
+                    values.extend(str(v) for v in value.values())
+                elif isinstance(value, str):
+                    values.append(value)
+    return values
 
 
 def describe(config: Config) -> dict[str, Any]:

@@ -8,6 +8,7 @@ place instead of stacking a second provider or doubling processors.
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import signal
@@ -37,6 +38,7 @@ from otel_hakgal.backends import Backend, backend_class
 from otel_hakgal.config import Config, SamplingSettings, load_config
 from otel_hakgal.conventions import INSTRUMENTATION_SCOPE
 from otel_hakgal.instruments import Instruments
+from otel_hakgal.redaction import SecretScrubber
 
 logger = logging.getLogger("otel_hakgal")
 
@@ -50,6 +52,13 @@ class FanOutSpanProcessor(SpanProcessor):
     def __init__(self) -> None:
         self.processors: tuple[SpanProcessor, ...] = ()
         self._warned: set[int] = set()
+        self._ended = itertools.count()  # next() on a count is atomic under the GIL; += is not
+        self.scrubber: SecretScrubber | None = None
+
+    @property
+    def spans_ended(self) -> int:
+        """Spans handed to the backends since the process started (the soak's "produced")."""
+        return int(repr(self._ended)[6:-1])  # count() exposes its value only through repr
 
     def _failed(self, processor: SpanProcessor) -> None:
         if id(processor) not in self._warned:  # one warning per processor, not one per span
@@ -65,6 +74,11 @@ class FanOutSpanProcessor(SpanProcessor):
                 self._failed(processor)
 
     def on_end(self, span: ReadableSpan) -> None:
+        if not self.processors:
+            return
+        next(self._ended)
+        if self.scrubber is not None:
+            span = self.scrubber.scrub_span(span)
         for processor in self.processors:
             try:
                 processor.on_end(span)
@@ -249,6 +263,11 @@ class Handle:
     def active(self) -> bool:
         return not self._shut_down
 
+    @property
+    def spans_ended(self) -> int:
+        """Spans this process has finished and handed to the backends, across all configurations."""
+        return _Process.fan_out.spans_ended
+
     def force_flush(self, timeout_s: float | None = None) -> bool:
         """Export everything finished so far. Returns False if a backend did not finish in time."""
         timeout_ms = int((timeout_s or self.config.export.shutdown_timeout) * 1000)
@@ -390,6 +409,9 @@ def _install(config: Config) -> Handle:
         return handle
 
     resource = build_resource(config)
+    # Before the backends start: the Sentry ones scrub their events with it.
+    scrubber = SecretScrubber.for_config(config) if config.redaction.scrub_secrets else None
+    state.scrubber = scrubber
     backends = {name: backend_class(name)(config, resource) for name in config.backends}
     processors = [p for backend in backends.values() for p in backend.span_processors()]
     readers: list[MetricReader] = [r for backend in backends.values() for r in backend.metric_readers()]
@@ -412,6 +434,7 @@ def _install(config: Config) -> Handle:
     state.tracer = provider.get_tracer(INSTRUMENTATION_SCOPE, __version__)
     state.instruments = _Process.instruments
     state.backends = tuple(backends.values())
+    _Process.fan_out.scrubber = scrubber
     _Process.fan_out.processors = tuple(processors)
     _Process.handle = handle
     if not _Process.atexit_registered:

@@ -38,6 +38,7 @@ from sentry_sdk.tracing_utils import Baggage, extract_sentrytrace_data
 from sentry_sdk.transport import HttpTransport
 from sentry_sdk.utils import event_from_exception
 
+from otel_hakgal._state import state
 from otel_hakgal.api import escaped_spans
 from otel_hakgal.backends import Backend
 from otel_hakgal.config import Config, ConfigError, setting
@@ -165,6 +166,8 @@ def init_sentry(
         integrations=list(integrations),
         shutdown_timeout=config.export.shutdown_timeout,
         transport=recording_transport(delivery),
+        before_send=scrub_event,
+        before_breadcrumb=scrub_event,
         **options,
     )
     global_scope = sentry_sdk.get_global_scope()
@@ -182,6 +185,12 @@ def init_sentry(
             sentry_sdk.scope.add_global_event_processor(_link_error_to_span)
             _Global.processor_registered = True
         _Global.active = True
+
+
+def scrub_event(event: Any, hint: Any) -> Any:
+    """Sentry's ``before_send``/``before_breadcrumb``: the layer's one secret policy, applied to errors too."""
+    scrubber = state.scrubber
+    return event if scrubber is None else scrubber.scrub_data(event)
 
 
 def shutdown_sentry(timeout_s: float) -> None:
