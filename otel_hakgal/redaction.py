@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -49,8 +50,8 @@ _SECRET_PATTERN: Final = re.compile(
             r"|access[_\-]?key|private[_\-]?key|credentials?)\b[\"']?\s*[:=]\s*)"
             r"(?:\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s\"'&,;}]+)",
             # well-known key formats: OpenAI/DeepSeek, Google, AWS, GitHub, Slack, JWTs
-            r"\bsk-[A-Za-z0-9_\-]{16,}",
-            r"\bAIza[0-9A-Za-z_\-]{30,}",
+            r"\bsk-[A-Za-z0-9_\-]{12,}",
+            r"\bAIza[0-9A-Za-z_\-]{20,}",
             r"\bAKIA[0-9A-Z]{16}\b",
             r"\bgh[pousr]_[A-Za-z0-9]{30,}",
             r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",
@@ -72,6 +73,7 @@ _SECRET_KEY: Final = re.compile(
 _SECRET_ENV_NAME: Final = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|DSN|CREDENTIAL")
 _MIN_LITERAL_LENGTH: Final = 8  # shorter values ("true", "1") would redact ordinary words
 _CACHE_LIMIT: Final = 4096
+_LEARNED_LIMIT: Final = 1024
 
 
 def redact_text(text: str, settings: RedactionSettings, scrubber: SecretScrubber | None = None) -> str | None:
@@ -80,12 +82,15 @@ def redact_text(text: str, settings: RedactionSettings, scrubber: SecretScrubber
     Secrets are scrubbed before truncation, so a cut never leaves part of a
     key behind. Truncation counts characters, so the result is valid UTF-8.
     """
+    if scrubber is not None:
+        # Also in hash and omit mode: the scrubber learns the secret, for the app's derived copies.
+        scrubbed = scrubber.scrub(text)
     if settings.text_mode == "omit":
         return None
     if settings.text_mode == "hash":
         return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     if scrubber is not None:
-        text = scrubber.scrub(text)
+        text = scrubbed
     return valid_utf8(text[: settings.max_text_length])
 
 
@@ -131,12 +136,34 @@ class SecretScrubber:
     """
 
     def __init__(self, literals: Iterable[str] = (), extra_patterns: Sequence[str] = ()) -> None:
-        unique = sorted({v for v in literals if len(v) >= _MIN_LITERAL_LENGTH}, key=len, reverse=True)
-        self._literals = re.compile("|".join(map(re.escape, unique))) if unique else None
+        self._known = {v for v in literals if len(v) >= _MIN_LITERAL_LENGTH}
+        # Secrets the patterns found are remembered, so a copy the app derived from the same
+        # text (a formula built from the question, "PasswordHunter2xyz") is redacted too.
+        self._learned: dict[str, None] = {}
+        self._lock = threading.Lock()
+        self._literals = self._compile_literals()
         self._extra = re.compile("|".join(f"(?:{p})" for p in extra_patterns)) if extra_patterns else None
         # Span attribute values repeat (routes, model names): remember the clean ones.
         self._clean: set[str] = set()
         self._secret_keys: dict[str, bool] = {}
+
+    def _compile_literals(self) -> re.Pattern[str] | None:
+        values = sorted(self._known | self._learned.keys(), key=len, reverse=True)
+        # Case-insensitive: derived copies change case ("hunter2xyz" -> "Hunter2xyz").
+        return re.compile("|".join(map(re.escape, values)), re.IGNORECASE) if values else None
+
+    def _learn(self, secret: str) -> None:
+        tokens = [t for t in re.split(r"[\s:@\"']+", secret) if len(t) >= _MIN_LITERAL_LENGTH]
+        new = [t for t in tokens if t not in self._known and t not in self._learned]
+        if not new:
+            return
+        with self._lock:
+            for token in new:
+                self._learned[token] = None
+            while len(self._learned) > _LEARNED_LIMIT:  # oldest first
+                del self._learned[next(iter(self._learned))]
+            self._literals = self._compile_literals()
+            self._clean.clear()  # a value cached as clean may hold the new secret
 
     @classmethod
     def from_environment(
@@ -164,13 +191,28 @@ class SecretScrubber:
             scrubbed = self._literals.sub(REDACTED, scrubbed)
         if self._extra is not None:
             scrubbed = self._extra.sub(REDACTED, scrubbed)
-        scrubbed = valid_utf8(_SECRET_PATTERN.sub(_replace, scrubbed))
+        scrubbed = valid_utf8(_SECRET_PATTERN.sub(self._replace, scrubbed))
         if scrubbed == text:
             if len(self._clean) >= _CACHE_LIMIT:
                 self._clean.clear()
             self._clean.add(text)
             return text
         return scrubbed
+
+    def _replace(self, match: re.Match[str]) -> str:
+        whole = match.group(0)
+        for label in _LABELS:
+            kept = match.group(label)
+            if kept is not None:
+                secret = whole[len(kept) :]
+                if label == "url":
+                    self._learn(secret[:-1])
+                    return kept + REDACTED + "@"
+                quote = secret[:1]
+                self._learn(secret.strip("'\""))
+                return kept + (quote + REDACTED + quote if quote in ("'", '"') else REDACTED)
+        self._learn(whole)
+        return REDACTED
 
     def _is_secret_key(self, key: str) -> bool:
         known = self._secret_keys.get(key)
@@ -238,6 +280,13 @@ class SecretScrubber:
 
     # --- Sentry events and breadcrumbs ------------------------------------------
 
+    def scrub_transaction(self, event: dict[str, Any]) -> dict[str, Any]:
+        """A Sentry transaction: its ``spans`` came from scrubbed OTel spans, the rest (request data) not."""
+        for key, value in event.items():
+            if key != "spans":
+                event[key] = self.scrub_data(value, key)
+        return event
+
     def scrub_data(self, data: Any, key: str = "") -> Any:
         """A JSON-like structure (a Sentry event or breadcrumb) with every string scrubbed, in place."""
         if isinstance(data, str):
@@ -253,14 +302,3 @@ class SecretScrubber:
         if isinstance(data, tuple):
             return tuple(self.scrub_data(v, key) for v in data)
         return data
-
-
-def _replace(match: re.Match[str]) -> str:
-    for label in _LABELS:
-        kept = match.group(label)
-        if kept is not None:
-            if label == "url":
-                return kept + REDACTED + "@"
-            quote = match.group(0)[len(kept) : len(kept) + 1]
-            return kept + (quote + REDACTED + quote if quote in ("'", '"') else REDACTED)
-    return REDACTED

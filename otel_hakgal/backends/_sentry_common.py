@@ -167,6 +167,7 @@ def init_sentry(
         shutdown_timeout=config.export.shutdown_timeout,
         transport=recording_transport(delivery),
         before_send=scrub_event,
+        before_send_transaction=scrub_transaction,
         before_breadcrumb=scrub_event,
         **options,
     )
@@ -191,6 +192,11 @@ def scrub_event(event: Any, hint: Any) -> Any:
     """Sentry's ``before_send``/``before_breadcrumb``: the layer's one secret policy, applied to errors too."""
     scrubber = state.scrubber
     return event if scrubber is None else scrubber.scrub_data(event)
+
+
+def scrub_transaction(event: Any, hint: Any) -> Any:
+    scrubber = state.scrubber
+    return event if scrubber is None else scrubber.scrub_transaction(event)
 
 
 def shutdown_sentry(timeout_s: float) -> None:

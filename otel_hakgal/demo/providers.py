@@ -8,6 +8,7 @@ As in HAK-GAL, a provider never raises: a failed call comes back as an
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
@@ -59,6 +60,7 @@ class LLMProvider(ABC):
     name: str  # short name used in the API's llmStatus and the simulator's paths
     provider_name: str  # gen_ai.provider.name
     model: str
+    api_key_env: str  # where the key comes from, as in HAK-GAL (the demo key when unset)
     operation: str = GenAIOperation.CHAT
 
     def __init__(self, base_url: str, *, timeout_s: float = 10.0, max_tokens: int = 256, temperature: float = 0.0):
@@ -70,6 +72,9 @@ class LLMProvider(ABC):
         self.server_address = url.hostname or "127.0.0.1"
         self.server_port = url.port or (443 if url.scheme == "https" else 80)
         self.status = "online"
+
+    def api_key(self) -> str:
+        return os.environ.get(self.api_key_env) or DEMO_API_KEY
 
     def complete(self, messages: Messages, *, accept: Callable[[str], bool] | None = None) -> LLMReply:
         """One call. ``accept`` checks the text; a rejected text counts as a malformed response."""
@@ -115,7 +120,7 @@ class OpenAICompatibleProvider(LLMProvider):
         super().__init__(base_url, **kwargs)
         # No SDK retries: falling back to the next provider is HAK-GAL's retry.
         self._client = openai.OpenAI(
-            base_url=self.base_url, api_key=DEMO_API_KEY, timeout=self.timeout_s, max_retries=0
+            base_url=self.base_url, api_key=self.api_key(), timeout=self.timeout_s, max_retries=0
         )
 
     def _request(self, messages: Messages, headers: dict[str, str]) -> _Answer:
@@ -130,7 +135,8 @@ class OpenAICompatibleProvider(LLMProvider):
         except openai.APITimeoutError as error:
             raise ProviderFailure(ErrorType.TIMEOUT, f"no answer within {self.timeout_s:g} s") from error
         except openai.APIStatusError as error:
-            raise ProviderFailure(ErrorType.PROVIDER_ERROR, f"HTTP {error.status_code}") from error
+            # The provider's own message, as HAK-GAL logs it (it may echo secrets: the layer scrubs them).
+            raise ProviderFailure(ErrorType.PROVIDER_ERROR, f"HTTP {error.status_code}: {error.message}") from error
         except openai.APIConnectionError as error:
             raise ProviderFailure(ErrorType.PROVIDER_ERROR, f"connection failed: {error}") from error
         except ValueError as error:  # an unparseable body
@@ -150,12 +156,14 @@ class OpenAICompatibleProvider(LLMProvider):
 
 class DeepSeekProvider(OpenAICompatibleProvider):
     name = "deepseek"
+    api_key_env = "DEEPSEEK_API_KEY"
     provider_name = "deepseek"
     model = "deepseek-chat"
 
 
 class MistralProvider(OpenAICompatibleProvider):
     name = "mistral"
+    api_key_env = "MISTRAL_API_KEY"
     provider_name = "mistral_ai"
     model = "mistral-large-latest"
 
@@ -164,6 +172,7 @@ class GeminiProvider(LLMProvider):
     """Google's REST ``generateContent`` call, with the standard library's HTTP client."""
 
     name = "gemini"
+    api_key_env = "GEMINI_API_KEY"
     provider_name = "gcp.gemini"
     model = "gemini-1.5-pro-latest"
     operation = GenAIOperation.GENERATE_CONTENT
@@ -181,14 +190,15 @@ class GeminiProvider(LLMProvider):
         request = urllib.request.Request(
             f"{self.base_url}/v1beta/models/{self.model}:generateContent",
             data=json.dumps(body).encode("utf-8"),
-            headers={"Content-Type": "application/json", "x-goog-api-key": DEMO_API_KEY, **headers},
+            headers={"Content-Type": "application/json", "x-goog-api-key": self.api_key(), **headers},
             method="POST",
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 payload = json.loads(response.read())
         except urllib.error.HTTPError as error:
-            raise ProviderFailure(ErrorType.PROVIDER_ERROR, f"HTTP {error.code}") from error
+            detail = error.read(4096).decode("utf-8", "replace")
+            raise ProviderFailure(ErrorType.PROVIDER_ERROR, f"HTTP {error.code}: {detail}") from error
         except TimeoutError as error:
             raise ProviderFailure(ErrorType.TIMEOUT, f"no answer within {self.timeout_s:g} s") from error
         except urllib.error.URLError as error:

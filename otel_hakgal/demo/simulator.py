@@ -56,6 +56,7 @@ class FaultKind(StrEnum):
     TIMEOUT = "timeout"
     MALFORMED = "malformed"
     GARBAGE = "garbage"
+    AUTH = "401"  # rejects the API key, echoing it back as real providers do
 
 
 @dataclass
@@ -307,6 +308,10 @@ def _handler_for(simulator: LLMSimulator) -> type[BaseHTTPRequestHandler]:
                 simulator._wait(fault.delay_s)
             elif fault.kind is FaultKind.SERVER_ERROR:
                 self._send_json(503, {"error": {"message": f"{provider} is overloaded (simulated)", "code": 503}})
+            elif fault.kind is FaultKind.AUTH:
+                key = self.headers.get("x-goog-api-key") or self.headers.get("Authorization") or ""
+                message = f"Incorrect API key provided: {key.removeprefix('Bearer ')}"
+                self._send_json(401, {"error": {"message": message, "code": "invalid_api_key"}})
             elif fault.kind is FaultKind.TIMEOUT:
                 simulator._wait(fault.delay_s or DEFAULT_HANG_S)
                 self.close_connection = True

@@ -181,6 +181,7 @@ class OtlpReceiver(LoopbackServer):
         self.request_count = 0
         self.fault_status: int | None = None  # answer every request with this status
         self.fault_delay_s = 0.0  # answer only after this delay
+        self.bodies: list[bytes] | None = None  # set to [] to keep every decompressed request body
         super().__init__(host, port)
 
     @property
@@ -208,6 +209,9 @@ class OtlpReceiver(LoopbackServer):
         return _wait(lambda: self.metric_points(name) or None, timeout_s, f"metric {name}")
 
     def _record(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.bodies is not None:
+            with self._lock:
+                self.bodies.append(body)
         if path.endswith("/v1/traces"):
             spans = decode_traces(body)
             with self._lock:

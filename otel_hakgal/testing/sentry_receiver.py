@@ -79,6 +79,7 @@ class SentryReceiver(LoopbackServer):
         self._envelopes: list[Envelope] = []
         self._otlp_spans: list[ReceivedSpan] = []
         self.otlp_request_headers: list[dict[str, str]] = []
+        self.bodies: list[bytes] | None = None  # set to [] to keep every decompressed request body
         self.request_count = 0
         self.fault_status: int | None = None
         super().__init__(host, port)
@@ -145,6 +146,9 @@ class SentryReceiver(LoopbackServer):
     # --- HTTP ---
 
     def _record(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        if self.bodies is not None:
+            with self._lock:
+                self.bodies.append(body)
         parts = [p for p in path.split("?", 1)[0].split("/") if p]
         if len(parts) < 3 or parts[0] != "api":
             return 404

@@ -43,10 +43,13 @@ class ServerProcess:
     A thread collects everything it prints (stdout and stderr), so the pipe never fills up.
     """
 
-    def __init__(self, argv: list[str], env: dict[str, str], port: int, cwd: Path = ROOT) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], port: int, cwd: Path = ROOT, stderr: Any = subprocess.STDOUT
+    ) -> None:
+        """``stderr``: where the server's stderr goes (default: into ``output``, with stdout)."""
         self.port = port
         self.process = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True
         )
         self._lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
