@@ -60,6 +60,12 @@ _SECRET_PATTERN: Final = re.compile(
     ),
     re.IGNORECASE,
 )
+# Every alternative above contains one of these (lower-cased): a cheap test that spares most
+# strings the full pattern, which costs ~20 us per string.
+_MARKERS: Final = (
+    "://", "auth", "bearer", "basic", "key", "secret", "passw", "pwd", "token", "credential",
+    "sk-", "aiza", "akia", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "eyj",
+)  # fmt: skip
 _LABELS: Final = ("url", "header", "scheme", "basic", "assignment")
 
 # Attribute and dict keys whose whole value is a secret (the last dotted segment is matched,
@@ -149,6 +155,7 @@ class SecretScrubber:
 
     def _compile_literals(self) -> re.Pattern[str] | None:
         values = sorted(self._known | self._learned.keys(), key=len, reverse=True)
+        self._lowered_literals = tuple(v.lower() for v in values)
         # Case-insensitive: derived copies change case ("hunter2xyz" -> "Hunter2xyz").
         return re.compile("|".join(map(re.escape, values)), re.IGNORECASE) if values else None
 
@@ -187,11 +194,15 @@ class SecretScrubber:
         if text in self._clean:
             return text
         scrubbed = text
-        if self._literals is not None:
-            scrubbed = self._literals.sub(REDACTED, scrubbed)
+        lowered = text.lower()
+        literals = self._literals
+        if literals is not None and any(value in lowered for value in self._lowered_literals):
+            scrubbed = literals.sub(REDACTED, scrubbed)
         if self._extra is not None:
             scrubbed = self._extra.sub(REDACTED, scrubbed)
-        scrubbed = valid_utf8(_SECRET_PATTERN.sub(self._replace, scrubbed))
+        if any(marker in lowered for marker in _MARKERS):
+            scrubbed = _SECRET_PATTERN.sub(self._replace, scrubbed)
+        scrubbed = valid_utf8(scrubbed)
         if scrubbed == text:
             if len(self._clean) >= _CACHE_LIMIT:
                 self._clean.clear()
