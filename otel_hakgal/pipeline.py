@@ -410,7 +410,7 @@ def _install(config: Config) -> Handle:
 
     resource = build_resource(config)
     # Before the backends start: the Sentry ones scrub their events with it.
-    scrubber = SecretScrubber.for_config(config) if config.redaction.scrub_secrets else None
+    scrubber = SecretScrubber.for_config(config)
     state.scrubber = scrubber
     backends = {name: backend_class(name)(config, resource) for name in config.backends}
     processors = [p for backend in backends.values() for p in backend.span_processors()]

@@ -141,7 +141,18 @@ class SecretScrubber:
     config settings); the built-in patterns catch the rest.
     """
 
-    def __init__(self, literals: Iterable[str] = (), extra_patterns: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        literals: Iterable[str] = (),
+        extra_patterns: Sequence[str] = (),
+        *,
+        max_length: int | None = None,
+        enabled: bool = True,
+    ) -> None:
+        """``max_length`` cuts longer values (whatever tracer provider made the span);
+        ``enabled=False`` keeps only that cut and the UTF-8 repair."""
+        self.max_length = max_length
+        self.enabled = enabled
         self._known = {v for v in literals if len(v) >= _MIN_LITERAL_LENGTH}
         # Secrets the patterns found are remembered, so a copy the app derived from the same
         # text (a formula built from the question, "PasswordHunter2xyz") is redacted too.
@@ -178,19 +189,29 @@ class SecretScrubber:
         environ: Mapping[str, str] | None = None,
         literals: Iterable[str] = (),
         extra_patterns: Sequence[str] = (),
+        **options: Any,
     ) -> SecretScrubber:
         found = secret_literals_from_environment(os.environ if environ is None else environ)
-        return cls([*found, *(p for v in literals for p in _literal_parts(v))], extra_patterns)
+        return cls([*found, *(p for v in literals for p in _literal_parts(v))], extra_patterns, **options)
 
     @classmethod
     def for_config(cls, config: Config, environ: Mapping[str, str] | None = None) -> SecretScrubber:
         """The scrubber for ``config``: its secret settings, the environment and ``secret_patterns``."""
-        return cls.from_environment(environ, secret_values(config), config.redaction.secret_patterns)
+        redaction = config.redaction
+        return cls.from_environment(
+            environ,
+            secret_values(config),
+            redaction.secret_patterns,
+            max_length=redaction.max_attribute_length,
+            enabled=redaction.scrub_secrets,
+        )
 
     # --- text ---------------------------------------------------------------
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret replaced; the same object when there was nothing to replace."""
+        if not self.enabled:
+            return valid_utf8(text)
         if text in self._clean:
             return text
         scrubbed = text
@@ -236,7 +257,10 @@ class SecretScrubber:
     def scrub_value(self, key: str, value: Any) -> Any:
         """An attribute or field value, scrubbed (strings, and sequences of strings)."""
         if isinstance(value, str):
-            return REDACTED if value and self._is_secret_key(key) else self.scrub(value)
+            if value and self.enabled and self._is_secret_key(key):
+                return REDACTED
+            scrubbed = self.scrub(value)
+            return scrubbed if self.max_length is None else scrubbed[: self.max_length]
         if isinstance(value, list | tuple) and any(isinstance(item, str) for item in value):
             items = [self.scrub_value(key, item) for item in value]
             return value if all(a is b for a, b in zip(items, value, strict=True)) else type(value)(items)

@@ -163,3 +163,45 @@ def test_a_failing_span_processor_never_reaches_the_app_or_the_other_backends() 
         assert len(handle.backend("memory").spans()) == 3
     finally:
         handle.shutdown()
+
+
+def test_every_span_is_scrubbed_and_cut_before_any_backend(otlp_receiver: OtlpReceiver) -> None:
+    """Spans from any tracer (not only the layer's API) pass the one redaction policy."""
+    handle = hg.setup(
+        backends=["memory", "otlp"],
+        settings={"otlp.endpoint": otlp_receiver.endpoint, "redaction.max_attribute_length": 40},
+    )
+    try:
+        tracer = trace.get_tracer("someone.else")
+        with tracer.start_as_current_span("third-party") as span:
+            span.set_attribute("url.query", "api_key=abcdefgh12345678&page=2")
+            span.set_attribute("long", "é" * 100)
+            span.set_attribute("broken", "half a pair \ud800 of surrogates")
+            span.record_exception(RuntimeError("login failed for password=hunter2hunter2"))
+        assert handle.force_flush(10)
+    finally:
+        handle.shutdown()
+    assert handle.spans_ended >= 1
+    (received,) = otlp_receiver.wait_for_spans(1)
+    (kept,) = handle.backend("memory").spans()
+    for attributes in (received.attributes, dict(kept.attributes or {})):
+        assert attributes["url.query"] == "api_key=[REDACTED]&page=2"
+        assert attributes["long"] == "é" * 40
+        assert attributes["broken"].encode("utf-8")  # repaired, so OTLP could encode it
+    assert "hunter2hunter2" not in repr([dict(e.attributes or {}) for e in kept.events])
+
+
+def test_scrubbing_can_be_turned_off_but_the_cut_stays() -> None:
+    handle = hg.setup(
+        backends=["memory"], settings={"redaction.scrub_secrets": False, "redaction.max_attribute_length": 30}
+    )
+    try:
+        with trace.get_tracer("x").start_as_current_span("s") as span:
+            span.set_attribute("url.query", "api_key=abcdefgh12345678")
+            span.set_attribute("long", "x" * 100)
+    finally:
+        handle.shutdown()
+    (kept,) = handle.backend("memory").spans()
+    assert kept.attributes is not None
+    assert kept.attributes["url.query"] == "api_key=abcdefgh12345678"
+    assert kept.attributes["long"] == "x" * 30
