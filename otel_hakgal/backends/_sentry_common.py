@@ -41,7 +41,7 @@ from sentry_sdk.utils import event_from_exception
 from otel_hakgal._state import state
 from otel_hakgal.api import escaped_spans
 from otel_hakgal.backends import Backend
-from otel_hakgal.config import Config, ConfigError, setting
+from otel_hakgal.config import Config, ConfigError, number_range, setting
 from otel_hakgal.conventions import ERROR_CONTEXT_ATTRIBUTES, TRANSACTION_TAG_ATTRIBUTES
 from otel_hakgal.delivery import DeliveryLog
 
@@ -88,6 +88,12 @@ class SentrySettings:
     attach_stacktrace: bool = setting(True, "Attach stack traces to messages too.")
     tags: dict[str, str] = setting(
         {"component": "hak-gal-api", "system": "reasoning-engine"}, "Tags on every event and transaction."
+    )
+    compression_level: int = setting(
+        1,
+        "gzip level of envelopes, 0 (none) to 9 (Sentry's default: here ~3x the CPU of level 1 for"
+        " ~13% smaller bodies).",
+        validate=number_range(0, 9),
     )
 
 
@@ -166,6 +172,7 @@ def init_sentry(
         integrations=list(integrations),
         shutdown_timeout=config.export.shutdown_timeout,
         transport=recording_transport(delivery),
+        _experiments={"transport_compression_level": settings.compression_level},
         before_send=scrub_event,
         before_send_transaction=scrub_transaction,
         before_breadcrumb=scrub_event,

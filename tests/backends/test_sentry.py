@@ -479,3 +479,19 @@ if __name__ == "__main__":
     scenarios = {"new-semconv": _scenario_new_semconv}
     scenarios[sys.argv[1]]()
     print(json.dumps({"ok": True}))
+
+
+@pytest.mark.parametrize(("level", "encoding"), [(None, "gzip"), (0, None)])
+def test_envelope_compression_follows_the_config(
+    sentry_receiver: SentryReceiver, level: int | None, encoding: str | None
+) -> None:
+    settings = {} if level is None else {"sentry.compression_level": level}
+    handle = hg.setup(**_sentry(sentry_receiver, **settings))
+    try:
+        with hg.command("status"):
+            pass
+        handle.force_flush(10)
+    finally:
+        handle.shutdown()
+    (envelope,) = [e for e in sentry_receiver.envelopes() if any(i.type == "transaction" for i in e.items)]
+    assert envelope.request_headers.get("content-encoding") == encoding
