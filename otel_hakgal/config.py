@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -93,7 +94,8 @@ def number_range(low: float, high: float) -> Validator:
 
 
 def positive(value: Any) -> str | None:
-    return None if value > 0 else "a number greater than 0"
+    # inf is no timeout or interval at all: threads cannot wait that long (OverflowError).
+    return None if 0 < value < math.inf else "a finite number greater than 0"
 
 
 def regular_expressions(value: Any) -> str | None:
@@ -106,9 +108,9 @@ def regular_expressions(value: Any) -> str | None:
 
 
 def http_url(value: Any) -> str | None:
-    parsed = urllib.parse.urlsplit(value)
-    ok = parsed.scheme in ("http", "https") and bool(parsed.hostname)
     try:
+        parsed = urllib.parse.urlsplit(value)  # raises on e.g. 'http://[::1' (unclosed IPv6 bracket)
+        ok = parsed.scheme in ("http", "https") and bool(parsed.hostname)
         _ = parsed.port
     except ValueError:
         ok = False
@@ -253,7 +255,7 @@ def _parse_pricing(value: Any) -> dict[str, Price]:
             raise ValueError(f"model {model!r}: a table with keys input, output and optional currency")
         try:
             price = Price(float(entry["input"]), float(entry["output"]), str(entry.get("currency", "USD")))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"model {model!r}: input and output must be numbers (USD per 1M tokens)") from exc
         if price.input < 0 or price.output < 0:
             raise ValueError(f"model {model!r}: prices must not be negative")
@@ -355,14 +357,21 @@ def _is_table_setting(dotted: str) -> bool:
 
 def _read_file(path: Path) -> dict[str, _Value]:
     try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
+        content = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError([f"{path}: cannot read the config file: it does not exist"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file: {exc.strerror or exc}"]) from None
+    except ValueError as exc:  # a NUL byte or a lone surrogate in the path: no file has that name
+        raise ConfigError([f"{path}: cannot read the config file: {exc}"]) from None
+    try:
+        data = tomllib.loads(content.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: not UTF-8 ({exc.reason} at byte {exc.start})"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except RecursionError:  # tomllib recurses per level of nested arrays and inline tables
+        raise ConfigError([f"{path}: not valid TOML: arrays or tables nested too deeply"]) from None
     return _flatten(data, str(path))
 
 
@@ -429,7 +438,7 @@ def _coerce(value: Any, hint: Any) -> Any:
             raise ValueError("a number")
         try:
             return float(value)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: an integer beyond any float
             raise ValueError("a number") from None
     if hint is str:
         if not isinstance(value, str):
@@ -464,7 +473,10 @@ def _build_section(cls: type, section: str, merged: dict[str, _Value], problems:
         except ValueError as exc:
             problems.append(f"{where}: {entry.value!r} is not valid; expected {exc}")
             continue
-        allowed = spec.validate(value) if spec.validate else None
+        try:
+            allowed = spec.validate(value) if spec.validate else None
+        except ValueError as exc:  # a validator tripping over the value (urlsplit on 'http://[') rejects it
+            allowed = f"a valid value ({exc})"
         if allowed is not None:
             problems.append(f"{where}: {entry.value!r} is not allowed; expected {allowed}")
             continue

@@ -32,7 +32,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from otel_hakgal import __version__
+from otel_hakgal import __version__, log_limits
 from otel_hakgal._state import state
 from otel_hakgal.backends import Backend, backend_class
 from otel_hakgal.config import Config, SamplingSettings, load_config
@@ -408,6 +408,8 @@ def _install(config: Config) -> Handle:
         _Process.handle = handle
         return handle
 
+    # Before any exporter can fail: a receiver that is down must not log once per span.
+    log_limits.install()
     resource = build_resource(config)
     # Before the backends start: the Sentry ones scrub their events with it.
     scrubber = SecretScrubber.for_config(config)

@@ -46,6 +46,7 @@ from otel_hakgal.conventions import ERROR_CONTEXT_ATTRIBUTES, TRANSACTION_TAG_AT
 from otel_hakgal.delivery import DeliveryLog
 
 logger = logging.getLogger("otel_hakgal")
+delivery_logger = logging.getLogger("otel_hakgal.delivery")  # rate-limited: see otel_hakgal.log_limits
 
 SENTRY_TRACE_HEADER: Final = "sentry-trace"
 BAGGAGE_HEADER: Final = "baggage"
@@ -136,7 +137,12 @@ class _Global:
 
 
 def recording_transport(log: DeliveryLog) -> type[HttpTransport]:
-    """Sentry's HTTP transport, logging each send's status for ``selftest``."""
+    """Sentry's HTTP transport, logging each send's status for ``selftest``.
+
+    A failed send is also logged as a warning on ``otel_hakgal.delivery``
+    (rate-limited by :mod:`otel_hakgal.log_limits`): Sentry's own transport
+    drops failed envelopes silently unless ``debug`` is on.
+    """
 
     class RecordingTransport(HttpTransport):
         def _request(self, method: str, endpoint_type: Any, body: Any, headers: Any) -> Any:
@@ -144,8 +150,11 @@ def recording_transport(log: DeliveryLog) -> type[HttpTransport]:
                 response = super()._request(method, endpoint_type, body, headers)
             except Exception as error:
                 log.record_error(error)
+                delivery_logger.warning("Sentry unreachable (%s); its events are dropped", type(error).__name__)
                 raise
             log.record_status(response.status)
+            if response.status >= 400:
+                delivery_logger.warning("Sentry answered HTTP %s; its events are dropped", response.status)
             return response
 
     return RecordingTransport

@@ -5,6 +5,12 @@ Without ``HAKGAL_LLM_BASE_URL`` the app starts the embedded LLM simulator on a
 free loopback port, once per process, at the first request. The module does
 not configure telemetry: the launcher, ``python -m otel_hakgal.demo.api`` or
 the demo runner calls ``otel_hakgal.setup()``.
+
+``POST /api/command`` takes ``{"command": "<verb> <args>"}`` as UTF-8 JSON of
+at most ``MAX_BODY_BYTES`` (64 KiB, so a command has fewer than 65,536
+characters). Any other body (larger, not UTF-8, not JSON, nested deeper than
+the parser allows, not an object, no string command) gets a 400 with a JSON
+``{"status": "error", "error": ...}``.
 """
 
 from __future__ import annotations
@@ -83,6 +89,16 @@ class BadRequest(Exception):
     pass
 
 
+_JSON_KINDS: dict[type, str] = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
 def _command_from_request() -> str:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise BadRequest(f"request body is larger than {MAX_BODY_BYTES} bytes")
@@ -97,7 +113,14 @@ def _command_from_request() -> str:
         payload = json.loads(text)
     except ValueError:
         raise BadRequest('request body is not JSON; send {"command": "<verb> <args>"}') from None
-    if not isinstance(payload, dict) or "command" not in payload:
+    except RecursionError:  # e.g. [[[[...]]]] 10,000 deep: the C decoder gives up, the request is bad
+        raise BadRequest("request body is JSON nested too deeply") from None
+    if not isinstance(payload, dict):
+        kind = _JSON_KINDS.get(type(payload), type(payload).__name__)
+        raise BadRequest(
+            f'request body is a JSON {kind}, not an object: missing "command"; send {{"command": "<verb> <args>"}}'
+        )
+    if "command" not in payload:
         raise BadRequest('missing "command"; send {"command": "<verb> <args>"}')
     command = payload["command"]
     if not isinstance(command, str):

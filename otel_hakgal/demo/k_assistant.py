@@ -319,9 +319,13 @@ def _answer_text(canonical: str, outcome: PortfolioOutcome) -> str:
 
 def _data_file(name: str) -> Path:
     """A file in the data directory; the API must not read arbitrary paths."""
-    path = (DATA_DIR / name).resolve()
+    try:
+        path = (DATA_DIR / name).resolve()
+        found = path.is_file()
+    except (OSError, ValueError):  # NUL bytes, lone surrogates, over-long names: no such file either
+        raise FileNotFoundError(f"no such data file: {name!r}") from None
     if not path.is_relative_to(DATA_DIR.resolve()):
         raise PermissionError(f"build_kb only reads files in the data directory, not {name!r}")
-    if not path.is_file():
+    if not found:
         raise FileNotFoundError(f"no such data file: {name}")
     return path

@@ -2,7 +2,8 @@
 
 It stands in for an OpenTelemetry Collector: ``POST /v1/traces`` and
 ``/v1/metrics`` (gzip or plain protobuf) are decoded with ``opentelemetry-proto``
-and kept in memory. Faults can be injected: an HTTP status, or a delay.
+and kept in memory. Faults (see :class:`LoopbackServer`) can be switched on
+and off at runtime: an HTTP status, a delay, or the port going unreachable.
 """
 
 from __future__ import annotations
@@ -130,8 +131,10 @@ def decode_metrics(body: bytes) -> list[ReceivedPoint]:
 class QuietHandler(BaseHTTPRequestHandler):
     """A request handler that answers in one call and keeps test output clean."""
 
-    def reply(self, status: int, content_type: str, payload: bytes) -> None:
+    def reply(self, status: int, content_type: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -142,16 +145,42 @@ class QuietHandler(BaseHTTPRequestHandler):
 
 
 class LoopbackServer:
-    """An HTTP server on 127.0.0.1 in a daemon thread; subclasses give ``_handler_class``."""
+    """An HTTP server on 127.0.0.1 in a daemon thread; subclasses give ``_handler_class``.
+
+    Faults, switchable at any time (for outage and recovery tests):
+
+    - :attr:`fault_status`: answer every request with this status (with
+      ``Retry-After: <retry_after>`` on 429 and 503: without it Sentry's
+      transport backs off for 60 s);
+    - :attr:`fault_delay_s`: answer only after this many seconds;
+    - :meth:`go_down` / :meth:`come_back`: close the listening port (connection
+      refused) and listen again on the same port.
+
+    :meth:`heal` clears every fault and releases requests still being delayed.
+    """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+        self.fault_status: int | None = None
+        self.fault_delay_s = 0.0
+        self.retry_after: str | None = "1"
+        self._healed = threading.Event()  # set by heal(): delayed requests answer at once
+        self._server = self._bind(host, port)
+        self._address = (host, self.port)  # the port stays the same across go_down / come_back
+        self._down = False
+
+    def _bind(self, host: str, port: int) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer((host, port), self._handler_class())
+        server.daemon_threads = True
+        return server
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
+
+    @property
+    def is_down(self) -> bool:
+        return self._down
 
     def start(self) -> Self:
         name = f"{type(self).__name__}-{self.port}"
@@ -159,8 +188,48 @@ class LoopbackServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._healed.set()
+        if not self._down:
+            self._server.shutdown()
+            self._server.server_close()
+        self._down = True
+
+    def fail(self, status: int | None = None, delay_s: float = 0.0) -> None:
+        """Answer every request with ``status`` (None: normally) after ``delay_s`` seconds."""
+        self._healed.clear()
+        self.fault_delay_s = delay_s
+        self.fault_status = status
+
+    def go_down(self) -> None:
+        """Stop listening: connections to the port are refused until :meth:`come_back`."""
+        if not self._down:
+            self._server.shutdown()
+            self._server.server_close()
+            self._down = True
+
+    def come_back(self) -> None:
+        """Listen again on the same port (after :meth:`go_down`)."""
+        if self._down:
+            self._server = self._bind(*self._address)
+            self._down = False
+            self.start()
+
+    def heal(self) -> None:
+        """Clear every fault: answer normally, at once, and listen again if down."""
+        self.fault_status = None
+        self.fault_delay_s = 0.0
+        self._healed.set()
+        self.come_back()
+
+    def _fault(self) -> int | None:
+        """Apply the delay fault; the status to answer with instead of handling the request, if any."""
+        delay = self.fault_delay_s
+        if delay:
+            self._healed.wait(delay)
+        return self.fault_status
+
+    def _fault_headers(self, status: int) -> dict[str, str]:
+        return {"Retry-After": self.retry_after} if status in (429, 503) and self.retry_after else {}
 
     def __enter__(self) -> Self:
         return self.start()
@@ -179,8 +248,6 @@ class OtlpReceiver(LoopbackServer):
         self._spans: list[ReceivedSpan] = []
         self._points: list[ReceivedPoint] = []
         self.request_count = 0
-        self.fault_status: int | None = None  # answer every request with this status
-        self.fault_delay_s = 0.0  # answer only after this delay
         self.bodies: list[bytes] | None = None  # set to [] to keep every decompressed request body
         super().__init__(host, port)
 
@@ -235,15 +302,14 @@ class OtlpReceiver(LoopbackServer):
                     body = gzip.decompress(body)
                 with receiver._lock:
                     receiver.request_count += 1
-                if receiver.fault_delay_s:
-                    time.sleep(receiver.fault_delay_s)
-                if receiver.fault_status is not None:
-                    status, payload = receiver.fault_status, b""
-                else:
-                    try:
-                        status, payload = receiver._record(self.path, body)
-                    except Exception:  # undecodable body: answer like a collector would
-                        status, payload = 400, b""
+                fault = receiver._fault()
+                if fault is not None:
+                    self.reply(fault, "application/x-protobuf", b"", receiver._fault_headers(fault))
+                    return
+                try:
+                    status, payload = receiver._record(self.path, body)
+                except Exception:  # undecodable body: answer like a collector would
+                    status, payload = 400, b""
                 self.reply(status, "application/x-protobuf", payload)
 
         return Handler

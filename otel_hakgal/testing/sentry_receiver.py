@@ -9,7 +9,8 @@ It accepts
 - ``POST /api/<project>/integration/otlp/v1/traces/``: OTLP protobuf, decoded
   with :func:`otel_hakgal.testing.receiver.decode_traces`.
 
-Faults can be injected: :attr:`fault_status` answers every request with that status.
+Faults (status, delay, unreachable) are switched at runtime as for any
+:class:`~otel_hakgal.testing.receiver.LoopbackServer`.
 """
 
 from __future__ import annotations
@@ -81,7 +82,6 @@ class SentryReceiver(LoopbackServer):
         self.otlp_request_headers: list[dict[str, str]] = []
         self.bodies: list[bytes] | None = None  # set to [] to keep every decompressed request body
         self.request_count = 0
-        self.fault_status: int | None = None
         super().__init__(host, port)
 
     # --- lifecycle ---
@@ -176,17 +176,18 @@ class SentryReceiver(LoopbackServer):
                 encoding = (self.headers.get("Content-Encoding") or "").lower()
                 with receiver._lock:
                     receiver.request_count += 1
-                if receiver.fault_status is not None:
-                    status = receiver.fault_status
-                else:
-                    try:
-                        if encoding == "gzip":
-                            body = gzip.decompress(body)
-                        elif encoding == "deflate":
-                            body = zlib.decompress(body)
-                        status = receiver._record(self.path, body, {k.lower(): v for k, v in self.headers.items()})
-                    except Exception:
-                        status = 400
+                fault = receiver._fault()
+                if fault is not None:
+                    self.reply(fault, "application/json", b"{}", receiver._fault_headers(fault))
+                    return
+                try:
+                    if encoding == "gzip":
+                        body = gzip.decompress(body)
+                    elif encoding == "deflate":
+                        body = zlib.decompress(body)
+                    status = receiver._record(self.path, body, {k.lower(): v for k, v in self.headers.items()})
+                except Exception:
+                    status = 400
                 self.reply(status, "application/json", b"{}")
 
         return Handler

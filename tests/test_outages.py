@@ -1,0 +1,245 @@
+"""Backend outages: the reference service keeps answering, queues stay capped, logs stay quiet, delivery resumes.
+
+Each push backend (``otlp``, ``sentry``, ``sentry-otlp``) runs against its real
+loopback receiver, with the real exporter or sentry-sdk over HTTP, while the
+receiver is unreachable, answers 500 or 429, or answers only after 5 s. The
+pull backend ``prometheus`` is checked against its own faults: nobody scrapes,
+scrapers whose connections stall, its port already taken at startup.
+Latency and memory figures over 20,000 requests are ``benchmarks/outages.py``'s job.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+import otel_hakgal as hg
+from otel_hakgal import log_limits
+from otel_hakgal.backends.prometheus import prometheus_name
+from otel_hakgal.conventions import Metric, SpanName, metric_def
+from otel_hakgal.delivery import DeliveryLog
+from otel_hakgal.demo.api import create_app
+from otel_hakgal.demo.k_assistant import AssistantSettings, KAssistant
+from otel_hakgal.demo.providers import Endpoints
+from otel_hakgal.demo.simulator import LLMSimulator
+from otel_hakgal.testing import OtlpReceiver, SentryReceiver
+from otel_hakgal.testing.outages import FAULTS, WarningCapture, apply_fault, max_depths, queue_depths
+from otel_hakgal.testing.receiver import LoopbackServer
+
+REQUESTS = 150
+COMMAND = {"command": "ask Is Rome a city?"}
+PROBE = SpanName.COMMAND.format(verb="status")  # the service only runs "ask": a probe span is unambiguous
+SLOWEST_S = 2.0  # a request waiting on a 5 s receiver would take longer
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[FlaskClient]:
+    with LLMSimulator() as simulator:
+        app = create_app(KAssistant.create(Endpoints.on(simulator.base_url), AssistantSettings()))
+        yield app.test_client()
+
+
+def ask(service: FlaskClient) -> float:
+    started = time.perf_counter()
+    response = service.post("/api/command", json=COMMAND)
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return elapsed
+
+
+def until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        time.sleep(0.05)
+
+
+def failed(log: DeliveryLog) -> bool:
+    return bool(log.errors) or any(status >= 400 for status in log.statuses)
+
+
+# --- push backends ------------------------------------------------------------------------
+
+
+def _receiver(backend: str) -> LoopbackServer:
+    return OtlpReceiver() if backend == "otlp" else SentryReceiver()
+
+
+def _settings(backend: str, receiver: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = {"export.shutdown_timeout": 2.0}
+    if backend == "otlp":
+        settings |= {"otlp.endpoint": receiver.endpoint, "export.metric_interval": 0.25}
+    else:
+        settings[f"{backend}.dsn"] = receiver.dsn
+    return settings
+
+
+def _arrived(backend: str, receiver: Any, name: str) -> bool:
+    if backend == "otlp":
+        return any(span.name == name for span in receiver.spans())
+    if backend == "sentry":
+        return any(t.get("transaction") == name for t in receiver.transactions())
+    return any(span.name == name for span in receiver.otlp_spans())
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("backend", ["otlp", "sentry", "sentry-otlp"])
+def test_push_backend_outage_and_recovery(service: FlaskClient, backend: str, fault: str) -> None:
+    receiver: Any = _receiver(backend)
+    with receiver, WarningCapture() as warnings:
+        handle = hg.setup(backends=[backend], settings=_settings(backend, receiver))
+        delivery = handle.backend(backend).delivery
+        try:
+            ask(service)  # healthy first: the backend really delivers to this receiver
+            handle.force_flush(5)
+            until(lambda: delivery.ok, 10, f"a delivered send while healthy ({delivery.describe()})")
+            log_limits.reset()
+            warnings.clear()
+            sent_before = receiver.request_count
+
+            apply_fault(receiver, fault)
+            samples = []
+            slowest = 0.0
+            for index in range(REQUESTS):
+                slowest = max(slowest, ask(service))
+                if index % 10 == 0:
+                    samples.append(queue_depths(handle))
+            # The fault really hit the exporter: a failed send, or one held by the delayed receiver.
+            if fault == "delay-5s":
+                until(lambda: receiver.request_count > sent_before, 10, "a send reached the delayed receiver")
+            else:
+                until(lambda: failed(delivery), 15, f"a failed send ({delivery.describe()})")
+            samples.append(queue_depths(handle))
+
+            assert slowest < SLOWEST_S, f"a request took {slowest:.2f} s: it waited for the receiver"
+            worst = max_depths(samples)
+            assert worst, "no export queue found to check"
+            assert all(depth <= cap for depth, cap in worst.values()), worst
+            assert warnings.export_warnings <= 1, warnings.records
+            assert all(count <= 1 for count in warnings.by_logger().values()), warnings.records
+
+            receiver.heal()
+            handle.force_flush(10)  # the backlog first: a full queue drops new work, by design
+            if fault == "http-429":
+                time.sleep(1.1)  # the Retry-After the receiver sent: Sentry drops, not queues, until then
+            receiver.clear()
+            with hg.command("status"):
+                pass
+            handle.force_flush(10)
+            until(lambda: _arrived(backend, receiver, PROBE), 20, f"{PROBE!r} at the receiver after recovery")
+            if backend == "otlp":
+                receiver.clear()
+                receiver.wait_for_metric(Metric.COMMAND_DURATION, timeout_s=15)
+        finally:
+            handle.shutdown(timeout_s=2)
+
+
+def test_suppressed_warnings_are_counted_in_the_next_one() -> None:
+    now = [0.0]
+    limiter = log_limits.RateLimitFilter(log_limits.WarningBudget(60.0, clock=lambda: now[0]))
+    records = [_record("opentelemetry.sdk._shared_internal", "Queue full, dropping %s.", ("Span",)) for _ in range(3)]
+    other = _record("otel_hakgal.delivery", "Sentry answered HTTP %s; its events are dropped", (500,))
+    assert [limiter.filter(r) for r in [*records[:2], other]] == [True, False, False]  # one budget for all
+    now[0] = 61.0
+    assert limiter.filter(records[2])
+    assert records[2].getMessage() == "Queue full, dropping Span. (2 similar suppressed)"
+    assert limiter.budget.suppressed == 2
+    assert limiter.filter(_record("opentelemetry.sdk._shared_internal", "fine", (), level=20))  # below WARNING
+
+
+def test_urllib3_is_limited_only_on_telemetry_threads() -> None:
+    limiter = log_limits.RateLimitFilter(log_limits.WarningBudget(60.0))
+    mine = [_record("urllib3.connectionpool", "Retrying", (), thread="MainThread") for _ in range(3)]
+    sentry = [_record("urllib3.connectionpool", "Retrying", (), thread="sentry-sdk.BackgroundWorker") for _ in range(3)]
+    assert all(limiter.filter(r) for r in mine)  # the app's own HTTP warnings are not ours to mute
+    assert [limiter.filter(r) for r in sentry] == [True, False, False]
+
+
+def test_setup_installs_the_limits_once() -> None:
+    handle = hg.setup(backends=["none"])
+    handle.shutdown()
+    hg.setup(backends=["none"], service_name="again").shutdown()
+    for name in log_limits.LIMITED_LOGGERS:
+        filters = [f for f in logging.getLogger(name).filters if isinstance(f, log_limits.RateLimitFilter)]
+        assert len(filters) == 1, name
+
+
+def _record(name: str, msg: str, args: tuple[Any, ...], level: int = 30, thread: str = "OtelBatch") -> Any:
+    record = logging.LogRecord(name, level, __file__, 1, msg, args, None)
+    record.threadName = thread
+    return record
+
+
+# --- prometheus: pulled, so its faults are the scraper's ------------------------------------
+
+
+def _scrape(url: str, timeout_s: float = 5.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return str(response.read().decode())
+
+
+def _duration_series() -> str:
+    definition = metric_def(Metric.COMMAND_DURATION)
+    return prometheus_name(definition.name, definition.unit, definition.instrument) + "_count"
+
+
+def test_prometheus_never_scraped_then_scraped(service: FlaskClient) -> None:
+    """Prometheus down: nothing queues (cumulative state, bounded by cardinality); the next scrape has it all."""
+    handle = hg.setup(backends=["prometheus"], settings={"prometheus.port": 0, "prometheus.process_metrics": False})
+    try:
+        with WarningCapture() as warnings:
+            slowest = max(ask(service) for _ in range(REQUESTS))
+        assert slowest < SLOWEST_S
+        assert warnings.records == []
+        body = _scrape(handle.backend("prometheus").url)
+        assert _duration_series() in body
+    finally:
+        handle.shutdown(timeout_s=2)
+
+
+def test_prometheus_stalled_scrapers_do_not_block_requests_or_other_scrapes(service: FlaskClient) -> None:
+    handle = hg.setup(backends=["prometheus"], settings={"prometheus.port": 0, "prometheus.process_metrics": False})
+    port = handle.backend("prometheus").port
+    stalled: list[socket.socket] = []
+    try:
+        for _ in range(5):  # each sends half a request and then nothing, holding a server thread
+            connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+            connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            stalled.append(connection)
+        with WarningCapture() as warnings:
+            slowest = max(ask(service) for _ in range(REQUESTS))
+            started = time.monotonic()
+            body = _scrape(handle.backend("prometheus").url)
+            scrape_s = time.monotonic() - started
+        assert slowest < SLOWEST_S
+        assert scrape_s < 2.0 and _duration_series() in body
+        assert warnings.records == []
+    finally:
+        for connection in stalled:
+            connection.close()
+        handle.shutdown(timeout_s=2)
+
+
+def test_prometheus_port_taken_warns_once_and_the_service_runs(service: FlaskClient) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with WarningCapture() as warnings:
+            handle = hg.setup(backends=["prometheus"], settings={"prometheus.port": port})
+            try:
+                slowest = max(ask(service) for _ in range(REQUESTS))
+            finally:
+                handle.shutdown(timeout_s=2)
+    assert slowest < SLOWEST_S
+    assert handle.backend("prometheus").url is None
+    [(name, message)] = warnings.records
+    assert name == "otel_hakgal" and f"cannot listen on 127.0.0.1:{port}" in message

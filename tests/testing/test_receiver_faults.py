@@ -1,0 +1,86 @@
+"""Faults of the loopback receivers, switched at runtime: status, delay, unreachable, and healing."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+
+from otel_hakgal.testing import OtlpReceiver, SentryReceiver
+from otel_hakgal.testing.outages import FAULTS, apply_fault
+from otel_hakgal.testing.receiver import LoopbackServer
+
+
+def _url(receiver: LoopbackServer) -> str:
+    path = "/v1/traces" if isinstance(receiver, OtlpReceiver) else "/api/1/envelope/"
+    return f"http://127.0.0.1:{receiver.port}{path}"
+
+
+@pytest.fixture(params=[OtlpReceiver, SentryReceiver], ids=["otlp", "sentry"])
+def receiver(request: pytest.FixtureRequest) -> LoopbackServer:
+    server: LoopbackServer = request.param().start()
+    request.addfinalizer(server.stop)
+    return server
+
+
+def test_status_faults_carry_retry_after_on_429_and_503(receiver: LoopbackServer) -> None:
+    receiver.fail(429)
+    answer = requests.post(_url(receiver), data=b"", timeout=5)
+    assert answer.status_code == 429 and answer.headers["Retry-After"] == "1"
+    receiver.fail(500)
+    answer = requests.post(_url(receiver), data=b"", timeout=5)
+    assert answer.status_code == 500 and "Retry-After" not in answer.headers
+    receiver.retry_after = None
+    receiver.fail(503)
+    assert "Retry-After" not in requests.post(_url(receiver), data=b"", timeout=5).headers
+    receiver.heal()
+    assert requests.post(_url(receiver), data=b"", timeout=5).status_code == 200
+
+
+def test_delay_holds_the_answer_and_heal_releases_it(receiver: LoopbackServer) -> None:
+    receiver.fail(delay_s=0.3)
+    started = time.monotonic()
+    assert requests.post(_url(receiver), data=b"", timeout=5).status_code == 200
+    assert time.monotonic() - started >= 0.3
+
+    receiver.fail(delay_s=30)
+    answers: list[int] = []
+    waiting = threading.Thread(target=lambda: answers.append(requests.post(_url(receiver), timeout=60).status_code))
+    waiting.start()
+    time.sleep(0.3)
+    assert answers == []  # still held
+    started = time.monotonic()
+    receiver.heal()
+    waiting.join(5)
+    assert answers == [200] and time.monotonic() - started < 2
+
+
+def test_go_down_refuses_connections_and_come_back_listens_on_the_same_port(receiver: LoopbackServer) -> None:
+    port, url = receiver.port, _url(receiver)
+    receiver.go_down()
+    assert receiver.is_down
+    with pytest.raises(requests.ConnectionError):
+        requests.post(url, data=b"", timeout=5)
+    receiver.come_back()
+    assert receiver.port == port and not receiver.is_down
+    assert requests.post(url, data=b"", timeout=5).status_code == 200
+    receiver.go_down()
+    receiver.heal()  # heal also brings it back
+    assert requests.post(url, data=b"", timeout=5).status_code == 200
+
+
+def test_every_named_fault_applies_and_heals(receiver: LoopbackServer) -> None:
+    for fault in FAULTS:
+        apply_fault(receiver, fault)
+        if fault == "delay-5s":
+            assert receiver.fault_delay_s == 5.0
+        elif fault == "unreachable":
+            assert receiver.is_down
+        else:
+            assert requests.post(_url(receiver), data=b"", timeout=5).status_code == int(fault[5:])
+        receiver.heal()
+        assert requests.post(_url(receiver), data=b"", timeout=5).status_code == 200
+    with pytest.raises(ValueError, match="unknown fault"):
+        apply_fault(receiver, "gone")
