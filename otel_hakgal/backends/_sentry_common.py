@@ -20,6 +20,7 @@ from opentelemetry import baggage as otel_baggage
 from opentelemetry import trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context, get_current, get_value, set_value
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation, suppress_instrumentation
 from opentelemetry.propagators.textmap import (
     CarrierT,
     Getter,
@@ -147,7 +148,10 @@ def recording_transport(log: DeliveryLog) -> type[HttpTransport]:
     class RecordingTransport(HttpTransport):
         def _request(self, method: str, endpoint_type: Any, body: Any, headers: Any) -> Any:
             try:
-                response = super()._request(method, endpoint_type, body, headers)
+                # Like OTel's own exporters: sending telemetry must not make telemetry (the launcher's
+                # urllib3 instrumentation would trace every envelope, and those spans go nowhere).
+                with suppress_instrumentation(), suppress_http_instrumentation():
+                    response = super()._request(method, endpoint_type, body, headers)
             except Exception as error:
                 log.record_error(error)
                 delivery_logger.warning("Sentry unreachable (%s); its events are dropped", type(error).__name__)

@@ -25,37 +25,39 @@ class Z3Prover:
         self.timeout_s = timeout_s
 
     def prove(self, goal: Formula, facts: Sequence[Fact]) -> Verdict:
-        translator = _Translator()
+        # One Z3 context per call: Z3's default context is not safe to share between threads
+        # (concurrent requests under gunicorn's threads crashed the worker).
+        translator = _Translator(z3.Context())
         relevant = relevant_facts(goal, facts)
         assumptions = [translator.formula(fact.formula, {}) for fact in relevant]
         goal_expr = translator.formula(goal, {})
         if len(translator.constants) > 1:  # unique names: different constants are different entities
             assumptions.append(z3.Distinct(*translator.constants.values()))
 
-        negated = self._check([*assumptions, z3.Not(goal_expr)])
+        negated, reason = self._check(translator.context, [*assumptions, z3.Not(goal_expr)])
         if negated == z3.unsat:
             return Verdict(ProverResult.PROVED, f"assumptions and not(goal) are unsat ({len(relevant)} facts)")
         if negated == z3.unknown:
-            return self._undecided()
-        affirmed = self._check([*assumptions, goal_expr])
+            return self._undecided(reason)
+        affirmed, reason = self._check(translator.context, [*assumptions, goal_expr])
         if affirmed == z3.unsat:
             return Verdict(ProverResult.REFUTED, f"assumptions and goal are unsat ({len(relevant)} facts)")
         if affirmed == z3.unknown:
-            return self._undecided()
+            return self._undecided(reason)
         return Verdict(ProverResult.UNKNOWN, "goal is independent of the facts")
 
-    def _check(self, assertions: list[z3.BoolRef]) -> z3.CheckSatResult:
-        solver = z3.Solver()
+    def _check(self, context: z3.Context, assertions: list[z3.BoolRef]) -> tuple[z3.CheckSatResult, str]:
+        """The solver's answer, and why it gave up when the answer is unknown."""
+        solver = z3.Solver(ctx=context)
         solver.set("timeout", max(1, int(self.timeout_s * 1000)))
         solver.add(*assertions)
         result = solver.check()
-        self._last_reason = solver.reason_unknown() if result == z3.unknown else ""
-        return result
+        return result, (solver.reason_unknown() if result == z3.unknown else "")
 
-    def _undecided(self) -> Verdict:
-        if "timeout" in self._last_reason or "canceled" in self._last_reason:
+    def _undecided(self, reason: str) -> Verdict:
+        if "timeout" in reason or "canceled" in reason:
             return Verdict(ProverResult.TIMEOUT, f"no answer within {self.timeout_s:g} s")
-        return Verdict(ProverResult.UNKNOWN, f"z3 gave up: {self._last_reason}")
+        return Verdict(ProverResult.UNKNOWN, f"z3 gave up: {reason}")
 
 
 def relevant_facts(goal: Formula, facts: Sequence[Fact]) -> list[Fact]:
@@ -79,8 +81,9 @@ def relevant_facts(goal: Formula, facts: Sequence[Fact]) -> list[Fact]:
 class _Translator:
     """Builds Z3 terms, declaring each predicate and constant once."""
 
-    def __init__(self) -> None:
-        self.sort = z3.DeclareSort("Entity")
+    def __init__(self, context: z3.Context) -> None:
+        self.context = context
+        self.sort = z3.DeclareSort("Entity", context)
         self.functions: dict[tuple[str, int], z3.FuncDeclRef] = {}
         self.constants: dict[str, z3.ExprRef] = {}
 
@@ -105,7 +108,9 @@ class _Translator:
     def _atom(self, atom: Atom, bound: dict[str, z3.ExprRef]) -> z3.BoolRef:
         key = (atom.predicate, len(atom.args))
         if key not in self.functions:
-            self.functions[key] = z3.Function(atom.predicate, *([self.sort] * len(atom.args)), z3.BoolSort())
+            self.functions[key] = z3.Function(
+                atom.predicate, *([self.sort] * len(atom.args)), z3.BoolSort(self.context)
+            )
         args = []
         for arg in atom.args:
             if arg.is_variable:
