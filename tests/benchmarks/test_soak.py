@@ -1,0 +1,37 @@
+"""A shortened soak (2,000 commands): every span reaches both backends, the log stays clean.
+
+The full soak (``benchmarks/soak.py``, 50,000 commands) is run by hand; this
+checks the same things on a short run, not timing or memory flatness.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "soak.py"
+COMMANDS = 2000
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("hakgal_soak_benchmark", BENCHMARK)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_short_soak_loses_no_span_and_logs_no_error() -> None:
+    soak = _load()
+    report = soak.run(COMMANDS, concurrency=8, fault_rate=0.1)
+    assert report["statuses"] == {200: COMMANDS}
+    assert report["workers_reporting"] == report["workers"]
+    assert report["spans_produced"] > COMMANDS * 3  # several spans per command
+    assert report["lost"] == {"otlp": 0, "sentry": 0}, report["received"]
+    assert report["sentry_discarded"] == {}
+    assert report["sentry_error_events"] > 0  # errors (LLM faults, bad formulas) reached Sentry too
+    assert report["log_problems"] == 0, report["log_samples"]
+    assert len(report["rss_mb"]) >= 3 and all(mb > 0 for _, mb in report["rss_mb"])
