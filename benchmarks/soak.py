@@ -5,8 +5,9 @@ Run: ``.venv/bin/python benchmarks/soak.py`` (50,000 commands, concurrency 8,
 
 The reference service runs under gunicorn (two workers, four threads each)
 and the ``opentelemetry-instrument`` launcher, configured through
-``$OTEL_HAKGAL_CONFIG`` with the backends ``sentry`` and ``otlp``. This process hosts the LLM simulator (every provider
-answers 503 to a tenth of the calls) and both loopback receivers, which count
+``$OTEL_HAKGAL_CONFIG`` with the backends ``sentry`` and ``otlp``. This process hosts the LLM simulator (a tenth of the
+calls to every provider fail: HTTP 503, HTTP 401, a truncated body or prose
+instead of logic, in equal shares) and both loopback receivers, which count
 what arrives and keep nothing else. Each worker reports how many spans it
 handed to its backends (``Handle.spans_ended``) when it exits; gunicorn is
 stopped with SIGTERM, so every worker flushes first.
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from otel_hakgal.demo.providers import DEMO_API_KEY
 from otel_hakgal.demo.simulator import LLM_PROVIDERS, FaultKind, LLMSimulator
 from otel_hakgal.demo.workload import WORKLOAD
 from otel_hakgal.testing import OtlpReceiver, SentryReceiver
@@ -45,6 +47,9 @@ from otel_hakgal.testing import OtlpReceiver, SentryReceiver
 RESULTS = Path(__file__).resolve().parent / "results" / "soak.json"
 BIN = Path(sys.executable).parent
 RSS_GROWTH_LIMIT_MB = 10.0
+BACKENDS = ("sentry", "otlp")
+# The LLM faults that answer at once (a timeout would only make the soak slower).
+FAULT_KINDS = (FaultKind.SERVER_ERROR, FaultKind.AUTH, FaultKind.MALFORMED, FaultKind.GARBAGE)
 # The workload's commands that need no fault set up around them and end quickly.
 COMMANDS: tuple[str, ...] = tuple(
     step.command
@@ -62,6 +67,9 @@ def worker_exit(server, worker):
         with open(os.path.join({directory!r}, f"produced-{{os.getpid()}}"), "w") as out:
             out.write(str(handle.spans_ended))
 """
+# The providers' API key, which the simulator's 401 echoes in its error message: no payload may carry it.
+SECRET = DEMO_API_KEY.encode()
+KEY_ERROR = b"Incorrect API key provided"
 LOG_LINE = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
 
 
@@ -69,10 +77,14 @@ class CountingOtlpReceiver(OtlpReceiver):
     """Counts spans and keeps none, so a long soak does not grow this process."""
 
     span_total = 0
+    secret_leaks = 0
+    key_errors = 0  # payloads with a 401's message: the secret check saw what it guards
 
     def _record(self, path: str, body: bytes) -> tuple[int, bytes]:
         answer = super()._record(path, body)
         with self._lock:
+            self.secret_leaks += SECRET in body
+            self.key_errors += KEY_ERROR in body
             self.span_total += len(self._spans)
             self._spans.clear()
             self._points.clear()
@@ -84,6 +96,8 @@ class CountingSentryReceiver(SentryReceiver):
 
     span_total = 0
     error_total = 0
+    secret_leaks = 0
+    key_errors = 0  # payloads with a 401's message: the secret check saw what it guards
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,6 +106,8 @@ class CountingSentryReceiver(SentryReceiver):
     def _record(self, path: str, body: bytes, headers: dict[str, str]) -> int:
         answer = super()._record(path, body, headers)
         with self._lock:
+            self.secret_leaks += SECRET in body
+            self.key_errors += KEY_ERROR in body
             for envelope in self._envelopes:
                 for item in envelope.items:
                     if item.type == "transaction":
@@ -171,7 +187,14 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: floa
     raise TimeoutError(f"gunicorn not listening on {port}")
 
 
-def run(commands: int, concurrency: int, fault_rate: float, workers: int = 2) -> dict[str, Any]:
+def run(
+    commands: int,
+    concurrency: int,
+    fault_rate: float,
+    workers: int = 2,
+    backends: tuple[str, ...] = BACKENDS,
+) -> dict[str, Any]:
+    """Soak gunicorn sending to ``backends`` (``("none",)``: the app's own memory, for comparison)."""
     soak = Soak(commands, concurrency, fault_rate)
     with (
         tempfile.TemporaryDirectory() as directory,
@@ -180,10 +203,10 @@ def run(commands: int, concurrency: int, fault_rate: float, workers: int = 2) ->
         CountingSentryReceiver() as sentry,
     ):
         for provider in LLM_PROVIDERS:
-            simulator.inject(provider, FaultKind.SERVER_ERROR, times=None, rate=fault_rate)
+            simulator.inject_mix(provider, FAULT_KINDS, fault_rate)
         config = Path(directory, "soak.toml")
         config.write_text(
-            'backends = ["sentry", "otlp"]\n'
+            f"backends = {json.dumps(list(backends))}\n"
             f'[sentry]\ndsn = "{sentry.dsn}"\ntraces_sample_rate = 1.0\n'
             f'[otlp]\nendpoint = "{otlp.endpoint}"\n'
         )
@@ -235,6 +258,9 @@ def run(commands: int, concurrency: int, fault_rate: float, workers: int = 2) ->
         time.sleep(0.5)  # the last requests' handler threads finish counting
         log_lines = log_path.read_text(errors="replace").splitlines()
     problems = [line for line in log_lines if LOG_LINE.search(line)]
+    received = {
+        name: count for name, count in (("otlp", otlp.span_total), ("sentry", sentry.span_total)) if name in backends
+    }
     return {
         "commands": commands,
         "concurrency": concurrency,
@@ -244,8 +270,12 @@ def run(commands: int, concurrency: int, fault_rate: float, workers: int = 2) ->
         "workers_reporting": reports,
         "workers": workers,
         "spans_produced": produced,
-        "received": {"otlp": otlp.span_total, "sentry": sentry.span_total},
-        "lost": {"otlp": produced - otlp.span_total, "sentry": produced - sentry.span_total},
+        "backends": list(backends),
+        "received": received,
+        "lost": {backend: produced - count for backend, count in received.items()},
+        "fault_kinds": [str(kind) for kind in FAULT_KINDS],
+        "secret_leaks": {"otlp": otlp.secret_leaks, "sentry": sentry.secret_leaks},
+        "key_error_payloads": {"otlp": otlp.key_errors, "sentry": sentry.key_errors},
         "sentry_error_events": sentry.error_total,
         "sentry_discarded": sentry.discarded,
         "log_problems": len(problems),
@@ -270,13 +300,20 @@ def print_report(report: dict[str, Any]) -> None:
     growth = report["rss_growth_mb"]
     print(
         f"soak: {report['commands']:,} commands, concurrency {report['concurrency']}, "
-        f"{report['fault_rate']:.0%} LLM faults, {report['elapsed_s']} s, statuses {report['statuses']}"
+        f"{report['fault_rate']:.0%} LLM faults ({', '.join(report['fault_kinds'])}), "
+        f"{report['elapsed_s']} s, statuses {report['statuses']}"
     )
     print(f"  spans produced {report['spans_produced']:,} by {report['workers_reporting']}/{report['workers']} workers")
     for backend, received in report["received"].items():
         verdict = "met" if lost[backend] == 0 else "NOT met"
         print(f"  {backend:7s} received {received:,}  lost {lost[backend]:,}  (target 0: {verdict})")
     print(f"  Sentry error events {report['sentry_error_events']:,}, discarded by the SDK {report['sentry_discarded']}")
+    leaks = report["secret_leaks"]
+    verdict = "met" if not any(leaks.values()) else "NOT met"
+    print(
+        f"  payloads with a 401 message {report['key_error_payloads']}; "
+        f"payloads carrying the API key {leaks} (target 0: {verdict})"
+    )
     print(f"  log WARNING/ERROR lines {report['log_problems']}, tracebacks {report['tracebacks']}")
     series = report["rss_mb"]
     step = max(1, len(series) // 8)
@@ -290,13 +327,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands", type=int, default=50_000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--fault-rate", type=float, default=0.1)
+    parser.add_argument(
+        "--backends", default=",".join(BACKENDS), help="comma list; 'none' measures the app's memory without the layer"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    report = run(args.commands, args.concurrency, args.fault_rate)
+    backends = tuple(name.strip() for name in args.backends.split(",") if name.strip())
+    report = run(args.commands, args.concurrency, args.fault_rate, backends=backends)
     print_report(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))
-    met = all(v == 0 for v in report["lost"].values()) and (report["rss_growth_mb"] or 0) < RSS_GROWTH_LIMIT_MB
+    growth = report["rss_growth_mb"]
+    met = (
+        not any(report["lost"].values())
+        and not any(report["secret_leaks"].values())
+        and growth is not None
+        and growth < RSS_GROWTH_LIMIT_MB
+    )
     return 0 if met else 1
 
 

@@ -15,21 +15,23 @@ Faults per provider: ``latency`` (answer late), ``5xx`` (HTTP 503), ``timeout``
 ``garbage`` (valid envelope, prose instead of logic).
 
 Environment (read by :meth:`LLMSimulator.apply_env_faults`, which the API's
-embedded simulator calls): ``HAKGAL_SIM_FAULT`` (a fault kind; ``error`` means
-``5xx``), ``HAKGAL_SIM_FAULT_RATE`` (share of calls hit, default 1.0),
+embedded simulator calls): ``HAKGAL_SIM_FAULT`` (a fault kind, or a comma list
+of kinds that share the rate evenly; ``error`` means ``5xx``),
+``HAKGAL_SIM_FAULT_RATE`` (share of calls hit, default 1.0),
 ``HAKGAL_SIM_FAULT_PROVIDERS`` (comma list, default the three LLMs),
 ``HAKGAL_SIM_FAULT_DELAY_S``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -135,14 +137,19 @@ class LLMSimulator:
 
     def apply_env_faults(self, env: Mapping[str, str] = os.environ) -> None:
         """Inject the lasting fault described by ``$HAKGAL_SIM_FAULT`` and friends, if any."""
-        kind = env.get(FAULT_ENV, "").strip()
-        if not kind:
+        kinds = [kind.strip() for kind in env.get(FAULT_ENV, "").split(",") if kind.strip()]
+        if not kinds:
             return
         rate = float(env.get(FAULT_RATE_ENV, "1.0"))
         delay_s = float(env.get(FAULT_DELAY_ENV, "0"))
         providers = [p.strip() for p in env.get(FAULT_PROVIDERS_ENV, ",".join(LLM_PROVIDERS)).split(",") if p.strip()]
         for provider in providers:
-            self.inject(provider, kind, times=None, delay_s=delay_s, rate=rate)
+            self.inject_mix(provider, kinds, rate, delay_s=delay_s)
+
+    def inject_mix(self, provider: str, kinds: Sequence[FaultKind | str], rate: float, *, delay_s: float = 0.0) -> None:
+        """Make a ``rate`` share of all later requests to ``provider`` fail, split evenly among ``kinds``."""
+        for kind in kinds:
+            self.inject(provider, kind, times=None, delay_s=delay_s, rate=rate / len(kinds))
 
     def clear_faults(self, provider: str | None = None) -> None:
         with self._lock:
@@ -164,13 +171,18 @@ class LLMSimulator:
             queue = self._faults.get(provider, [])
             if not queue:
                 return None
-            fault = queue[0]
-            if fault.rate < 1.0 and self._random.random() >= fault.rate:
+            # One draw per request, and the queued faults' rates are consecutive slices of it:
+            # several kinds at 5% each hit 10% of the calls together, never one call twice.
+            draw = self._random.random() if queue[0].rate < 1.0 else 0.0
+            thresholds = itertools.accumulate(queued.rate for queued in queue)
+            index = next((i for i, threshold in enumerate(thresholds) if draw < threshold), None)
+            if index is None:
                 return None
+            fault = queue[index]
             if fault.times is not None:
                 fault.times -= 1
                 if fault.times <= 0:
-                    queue.pop(0)
+                    queue.pop(index)
             return fault
 
     def _log(self, provider: str, path: str, traceparent: str | None, fault: Fault | None) -> None:

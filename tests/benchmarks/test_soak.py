@@ -1,4 +1,4 @@
-"""A shortened soak (2,000 commands): every span reaches both backends, the log stays clean.
+"""A shortened soak (2,000 commands): every span reaches both backends, the log stays clean, no secret leaks.
 
 The full soak (``benchmarks/soak.py``, 50,000 commands) is run by hand; this
 checks the same things on a short run, not timing or memory flatness.
@@ -31,6 +31,8 @@ def test_a_short_soak_loses_no_span_and_logs_no_error() -> None:
     assert report["workers_reporting"] == report["workers"]
     assert report["spans_produced"] > COMMANDS * 3  # several spans per command
     assert report["lost"] == {"otlp": 0, "sentry": 0}, report["received"]
+    assert report["secret_leaks"] == {"otlp": 0, "sentry": 0}  # the 401 faults echo the API key
+    assert all(report["key_error_payloads"].values())  # ... and their scrubbed messages did arrive
     assert report["sentry_discarded"] == {}
     assert report["sentry_error_events"] > 0  # errors (LLM faults, bad formulas) reached Sentry too
     assert report["log_problems"] == 0, report["log_samples"]

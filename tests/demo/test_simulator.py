@@ -119,3 +119,20 @@ def test_a_lasting_fault_from_the_environment_with_a_rate(simulator: LLMSimulato
     simulator.clear_faults("gemini")
     assert call(f"{simulator.base_url}/gemini/v1beta/models/g:generateContent", chat)[0] == 200
     assert call(f"{simulator.base_url}/deepseek/v1/chat/completions", chat)[0] == 503
+
+
+def test_mixed_fault_kinds_share_one_rate(simulator: LLMSimulator) -> None:
+    simulator.apply_env_faults({"HAKGAL_SIM_FAULT": "5xx,malformed,garbage", "HAKGAL_SIM_FAULT_RATE": "0.3"})
+    chat = {"model": "m", "messages": logicalize_messages("Is Rome a city?")}
+    outcomes: dict[str, int] = {}
+    for _ in range(300):
+        status, body = call(f"{simulator.base_url}/mistral/v1/chat/completions", chat)
+        try:
+            text = json.loads(body)["choices"][0]["message"]["content"] if status == 200 else str(status)
+        except ValueError:
+            text = "malformed"
+        outcome = text if text in ("503", "malformed") else "garbage" if "language model" in text else "ok"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert set(outcomes) == {"ok", "503", "malformed", "garbage"}
+    assert 60 <= 300 - outcomes["ok"] <= 120  # about 30% together, never one call hit twice
+    assert [seen.fault for seen in simulator.requests("mistral")].count(None) == outcomes["ok"]
