@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import urllib.parse
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import sentry_sdk
@@ -31,13 +33,15 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, format_span_id, format_trace_id
+from sentry_sdk._span_batcher import SpanBatcher
+from sentry_sdk.client import _serialized_v1_span_to_serialized_v2_span
+from sentry_sdk.envelope import Envelope, Item, PayloadRef
 from sentry_sdk.integrations import Integration
 from sentry_sdk.integrations.opentelemetry.consts import SENTRY_BAGGAGE_KEY, SENTRY_TRACE_KEY
-from sentry_sdk.integrations.opentelemetry.span_processor import SentrySpanProcessor
-from sentry_sdk.scope import register_external_propagation_context, remove_external_propagation_context
+from sentry_sdk.scope import Scope, register_external_propagation_context, remove_external_propagation_context
 from sentry_sdk.tracing_utils import Baggage, extract_sentrytrace_data
 from sentry_sdk.transport import HttpTransport
-from sentry_sdk.utils import event_from_exception
+from sentry_sdk.utils import event_from_exception, format_timestamp
 
 from otel_hakgal._state import state
 from otel_hakgal.api import escaped_spans
@@ -134,6 +138,7 @@ class _Global:
     active = False
     processor_registered = False
     default_tags: tuple[str, ...] = ()
+    sample_rate = 1.0
     max_text_length = 100
 
 
@@ -199,6 +204,7 @@ def init_sentry(
             global_scope.set_tag(key, value)
         _Global.default_tags = tuple(settings.tags)
         _Global.max_text_length = config.redaction.max_text_length
+        _Global.sample_rate = effective_sample_rate(config)
         # Errors outside our event processor's reach still get the OTel trace id, and Sentry's
         # stdlib integration leaves outgoing headers to our propagator.
         register_external_propagation_context(_otel_propagation_context)
@@ -227,8 +233,60 @@ def shutdown_sentry(timeout_s: float) -> None:
     if client.is_active():
         client.close(timeout=timeout_s)
     OpenSpans.spans.clear()
-    SentrySpanProcessor.otel_span_map.clear()
-    SentrySpanProcessor.open_spans.clear()
+
+
+def send_transaction(
+    client: Any,
+    event: dict[str, Any],
+    spans: list[dict[str, Any]],
+    scope: Scope,
+    dropped_spans: int = 0,
+) -> None:
+    """Send a transaction as ``Client.capture_event`` does, without putting ``spans`` through the serializer.
+
+    The event, minus its spans, measurements and ``otel`` context (JSON
+    already, and most of its nodes), goes through the client's own preparation: the scope's data
+    and event processors, release and environment, Sentry's serializer and
+    ``before_send_transaction``. ``gen_ai.*`` spans go in a separate ``span``
+    item, as sentry-sdk sends them.
+    """
+    otel_context = event["contexts"].pop("otel", None)
+    measurements = event.pop("measurements", None)
+    event["event_id"] = uuid.uuid4().hex
+    prepared = client._prepare_event(event, {}, scope)
+    transport = client.transport
+    if prepared is None or transport is None:
+        return  # dropped by a processor or before_send_transaction (the client records it)
+    if dropped_spans:
+        transport.record_lost_event("buffer_overflow", data_category="span", quantity=dropped_spans)
+    contexts = prepared.setdefault("contexts", {})
+    if otel_context is not None:
+        contexts["otel"] = otel_context
+    if measurements:
+        prepared["measurements"] = measurements
+    headers: dict[str, Any] = {"event_id": prepared["event_id"], "sent_at": format_timestamp(datetime.now(UTC))}
+    dsc = (contexts.get("trace") or {}).pop("dynamic_sampling_context", None)
+    if dsc:
+        headers["trace"] = dsc
+    gen_ai = [span for span in spans if span["op"].startswith("gen_ai.")]
+    if gen_ai and client.options.get("stream_gen_ai_spans", True):
+        spans = [span for span in spans if not span["op"].startswith("gen_ai.")]
+    else:
+        gen_ai = []
+    prepared["spans"] = spans
+    envelope = Envelope(headers=headers)
+    envelope.add_transaction(prepared)
+    if gen_ai:
+        items = [_serialized_v1_span_to_serialized_v2_span(span, prepared) for span in gen_ai]
+        envelope.add_item(
+            Item(
+                type=SpanBatcher.TYPE,
+                content_type=SpanBatcher.CONTENT_TYPE,
+                headers={"item_count": len(items)},
+                payload=PayloadRef(json={"version": 2, "items": items}),
+            )
+        )
+    transport.capture_envelope(envelope)
 
 
 def capture_message(message: str, level: str) -> None:
@@ -355,16 +413,9 @@ def _link(event: dict[str, Any], hint: dict[str, Any]) -> None:
     parent = getattr(span, "parent", None)
     if parent is not None:
         trace_context["parent_span_id"] = format_span_id(parent.span_id)
-    sentry_span = SentrySpanProcessor.otel_span_map.get(span_id)
-    if sentry_span is not None:
-        trace_context.update(sentry_span.get_trace_context())
-    else:  # ended, unsampled, or OTLP mode: the DSC of the nearest open ancestor's transaction, if any
-        for ancestor in chain[1:]:
-            found = SentrySpanProcessor.otel_span_map.get(format_span_id(ancestor.get_span_context().span_id))
-            if found is not None and found.containing_transaction is not None:
-                dsc = found.containing_transaction.get_baggage().dynamic_sampling_context()
-                trace_context["dynamic_sampling_context"] = dsc
-                break
+    dsc = dynamic_sampling_context(context)
+    if dsc is not None:  # the envelope's trace header: the same DSC the trace propagates
+        trace_context["dynamic_sampling_context"] = dsc.dynamic_sampling_context()
     contexts = event.setdefault("contexts", {})
     contexts["trace"] = trace_context
 
@@ -447,19 +498,9 @@ class SentryTracePropagator(TextMapPropagator):
         span_context = trace.get_current_span(context).get_span_context()
         if not span_context.is_valid:
             return
-        sentry_span = SentrySpanProcessor.otel_span_map.get(format_span_id(span_context.span_id))
-        dsc: Baggage | None = None
-        if sentry_span is not None:
-            sentry_trace = sentry_span.to_traceparent()
-            if sentry_span.containing_transaction is not None:
-                dsc = sentry_span.containing_transaction.get_baggage()
-        else:
-            sampled = "1" if span_context.trace_flags.sampled else "0"
-            sentry_trace = f"{format_trace_id(span_context.trace_id)}-{format_span_id(span_context.span_id)}-{sampled}"
-            incoming = get_value(SENTRY_BAGGAGE_KEY, context)
-            dsc = incoming if isinstance(incoming, Baggage) and incoming.sentry_items else None
-            if dsc is None and self._head_dsc:
-                dsc = _head_dsc(span_context)
+        sampled = "1" if span_context.trace_flags.sampled else "0"
+        sentry_trace = f"{format_trace_id(span_context.trace_id)}-{format_span_id(span_context.span_id)}-{sampled}"
+        dsc = dynamic_sampling_context(span_context, context) if self._head_dsc else incoming_dsc(context)
         setter.set(carrier, SENTRY_TRACE_HEADER, sentry_trace)
 
         parts = [dsc.serialize()] if dsc is not None else []
@@ -480,7 +521,18 @@ class SentryTracePropagator(TextMapPropagator):
         return {SENTRY_TRACE_HEADER, BAGGAGE_HEADER}
 
 
-def _head_dsc(span_context: SpanContext) -> Baggage | None:
+def incoming_dsc(context: Context | None = None) -> Baggage | None:
+    """The upstream's dynamic sampling context, if the trace came in with Sentry baggage."""
+    incoming = get_value(SENTRY_BAGGAGE_KEY, context)
+    return incoming if isinstance(incoming, Baggage) and incoming.sentry_items else None
+
+
+def dynamic_sampling_context(span_context: SpanContext, context: Context | None = None) -> Baggage | None:
+    """The trace's DSC: the upstream's if it sent one (it is frozen), else this process heads it."""
+    return incoming_dsc(context) or head_dsc(span_context)
+
+
+def head_dsc(span_context: SpanContext) -> Baggage | None:
     """A dynamic sampling context for a trace this process started, from the client's options."""
     client = sentry_sdk.get_client()
     if not client.is_active() or client.parsed_dsn is None:
@@ -488,6 +540,7 @@ def _head_dsc(span_context: SpanContext) -> Baggage | None:
     items = {
         "trace_id": format_trace_id(span_context.trace_id),
         "public_key": client.parsed_dsn.public_key,
+        "sample_rate": str(_Global.sample_rate),
         "sampled": "true" if span_context.trace_flags.sampled else "false",
     }
     for key in ("environment", "release"):

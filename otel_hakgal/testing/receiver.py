@@ -8,7 +8,9 @@ and off at runtime: an HTTP status, a delay, or the port going unreachable.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -129,7 +131,33 @@ def decode_metrics(body: bytes) -> list[ReceivedPoint]:
 
 
 class QuietHandler(BaseHTTPRequestHandler):
-    """A request handler that answers in one call and keeps test output clean."""
+    """A request handler that answers in one call and keeps test output clean.
+
+    It speaks HTTP/1.1 with keep-alive, as real ingest endpoints do: a sender
+    reuses its connection instead of paying a connect per request.
+    """
+
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # an idle kept-alive connection frees its thread after this
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    def read_body(self) -> bytes:
+        """The request body; a body without ``Content-Length`` ends the connection after this request."""
+        length = self.headers.get("Content-Length")
+        if length is None:
+            self.close_connection = True
+            return self.rfile.read() if self.command in ("POST", "PUT") else b""
+        return self.rfile.read(int(length))
 
     def reply(self, status: int, content_type: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -142,6 +170,35 @@ class QuietHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+class _Server(ThreadingHTTPServer):
+    """Keeps its open connections, so that going down also drops the kept-alive ones."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def track(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.add(connection)
+
+    def untrack(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(connection)
+
+    def close_all(self) -> None:
+        """Stop listening and cut every open connection, as a crashed server would."""
+        self.shutdown()
+        self.server_close()
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 class LoopbackServer:
@@ -169,10 +226,8 @@ class LoopbackServer:
         self._address = (host, self.port)  # the port stays the same across go_down / come_back
         self._down = False
 
-    def _bind(self, host: str, port: int) -> ThreadingHTTPServer:
-        server = ThreadingHTTPServer((host, port), self._handler_class())
-        server.daemon_threads = True
-        return server
+    def _bind(self, host: str, port: int) -> _Server:
+        return _Server((host, port), self._handler_class())
 
     @property
     def port(self) -> int:
@@ -190,8 +245,7 @@ class LoopbackServer:
     def stop(self) -> None:
         self._healed.set()
         if not self._down:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close_all()
         self._down = True
 
     def fail(self, status: int | None = None, delay_s: float = 0.0) -> None:
@@ -203,8 +257,7 @@ class LoopbackServer:
     def go_down(self) -> None:
         """Stop listening: connections to the port are refused until :meth:`come_back`."""
         if not self._down:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close_all()
             self._down = True
 
     def come_back(self) -> None:
@@ -296,8 +349,7 @@ class OtlpReceiver(LoopbackServer):
 
         class Handler(QuietHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
+                body = self.read_body()
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 with receiver._lock:

@@ -171,8 +171,7 @@ class SentryReceiver(LoopbackServer):
 
         class Handler(QuietHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
+                body = self.read_body()
                 encoding = (self.headers.get("Content-Encoding") or "").lower()
                 with receiver._lock:
                     receiver.request_count += 1
