@@ -59,6 +59,8 @@ TRACEPARENT_HEADER: Final = "traceparent"
 HINT_SPAN: Final = "otel_hakgal_span"  # event hint key: the span a handled error was captured in
 MECHANISM: Final = "otel_hakgal"
 MAX_TAG_LENGTH: Final = 200  # Sentry's limit for tag values
+# Envelopes waiting to be sent (Sentry's default, 100, drops a burst of transactions the worker hands over at once).
+TRANSPORT_QUEUE_SIZE: Final = 1000
 
 
 # --- settings ----------------------------------------------------------------
@@ -187,6 +189,10 @@ def init_sentry(
         send_default_pii=settings.send_default_pii,
         attach_stacktrace=settings.attach_stacktrace,
         instrumenter="otel",  # Sentry's own tracing (Flask transactions, stdlib spans) stays off
+        # Auto-enabled integrations (httpx, openai, ...) would only shadow what OTel already traces,
+        # at a cost on every call; errors and request data come from the integrations passed in.
+        auto_enabling_integrations=False,
+        transport_queue_size=TRANSPORT_QUEUE_SIZE,
         integrations=list(integrations),
         shutdown_timeout=config.export.shutdown_timeout,
         transport=recording_transport(delivery),

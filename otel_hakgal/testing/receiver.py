@@ -138,6 +138,7 @@ class QuietHandler(BaseHTTPRequestHandler):
     """
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in two writes: Nagle would hold the body for an ACK
     timeout = 30  # an idle kept-alive connection frees its thread after this
     server: _Server
 
