@@ -292,9 +292,13 @@ class SentryTransactionProcessor(SpanProcessor):
         inline: bool = False,
         max_queue_size: int = DEFAULT_QUEUE_SIZE,
         max_spans: int = MAX_SPANS,
+        max_open_transactions: int = MAX_OPEN_TRANSACTIONS,
+        max_open_spans: int = MAX_OPEN_SPANS,
     ) -> None:
         self.inline = inline
         self.max_spans = max_spans
+        self.max_open_transactions = max_open_transactions
+        self.max_open_spans = max_open_spans
         self.worker = FifoWorker(max_queue_size)
         self.late_spans = 0  # ended after their transaction was sent (Sentry drops those too)
         self._roots: dict[int, int] = {}  # open span id -> its local root's span id
@@ -314,10 +318,10 @@ class SentryTransactionProcessor(SpanProcessor):
             root = span_id
             incoming = get_value(SENTRY_BAGGAGE_KEY, parent_context) if parent is not None else None
             self._open[span_id] = _OpenTransaction(incoming if isinstance(incoming, Baggage) else None)
-            if len(self._open) > MAX_OPEN_TRANSACTIONS:
+            if len(self._open) > self.max_open_transactions:
                 _forget_oldest(self._open)
         self._roots[span_id] = root
-        if len(self._roots) > MAX_OPEN_SPANS:
+        if len(self._roots) > self.max_open_spans:
             _forget_oldest(self._roots)
 
     def on_end(self, span: ReadableSpan) -> None:

@@ -84,3 +84,23 @@ def test_every_named_fault_applies_and_heals(receiver: LoopbackServer) -> None:
         assert requests.post(_url(receiver), data=b"", timeout=5).status_code == 200
     with pytest.raises(ValueError, match="unknown fault"):
         apply_fault(receiver, "gone")
+
+
+def test_connections_are_kept_alive_and_going_down_cuts_them(receiver: LoopbackServer) -> None:
+    connections: list[object] = []
+    track = receiver._server.track
+
+    def counting_track(connection: object) -> None:
+        connections.append(connection)
+        track(connection)  # type: ignore[arg-type]
+
+    receiver._server.track = counting_track  # type: ignore[method-assign]
+    with requests.Session() as session:
+        for _ in range(5):
+            assert session.post(_url(receiver), data=b"", timeout=5).status_code == 200
+        assert len(connections) == 1  # one connection for five requests, as a real ingest allows
+        receiver.go_down()
+        with pytest.raises(requests.ConnectionError):  # the kept-alive connection went down with the port
+            session.post(_url(receiver), data=b"", timeout=5)
+        receiver.come_back()
+        assert session.post(_url(receiver), data=b"", timeout=5).status_code == 200

@@ -1,0 +1,124 @@
+"""How the Sentry backend groups OTel spans into transactions: the real sentry-sdk to a loopback Sentry.
+
+The processor files each ended span under its local root and sends the root's
+transaction when the root ends; these cases check the edges of that grouping
+and the bounds that keep its memory flat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sentry_sdk
+from opentelemetry import trace
+
+import otel_hakgal as hg
+from otel_hakgal.backends.sentry import SentryTransactionProcessor
+from otel_hakgal.testing import SentryReceiver
+
+
+@pytest.fixture
+def handle(sentry_receiver: SentryReceiver) -> Iterator[hg.Handle]:
+    handle = hg.setup(backends=["sentry"], settings={"sentry.dsn": sentry_receiver.dsn})
+    try:
+        yield handle
+    finally:
+        handle.shutdown()
+
+
+def _processor(handle: hg.Handle) -> SentryTransactionProcessor:
+    processor = handle.backend("sentry")._processor  # type: ignore[attr-defined]
+    assert isinstance(processor, SentryTransactionProcessor)
+    return processor
+
+
+def _op_names(transaction: dict[str, object]) -> list[str]:
+    return sorted(str(span["description"]) for span in transaction["spans"])  # type: ignore[attr-defined, index]
+
+
+def test_a_child_that_outlives_its_root_is_left_out_and_counted(
+    handle: hg.Handle, sentry_receiver: SentryReceiver
+) -> None:
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("root"):
+        with tracer.start_as_current_span("kept"):
+            pass
+        late = tracer.start_span("late")  # a child whose work goes on after the request
+    late.end()
+    handle.force_flush(5)
+    [transaction] = sentry_receiver.wait_for("transaction")
+
+    assert transaction["transaction"] == "root"
+    assert _op_names(transaction) == ["kept"]  # Sentry's own processor drops late children too
+    assert _processor(handle).late_spans == 1
+
+
+def test_spans_past_the_per_transaction_limit_are_dropped(handle: hg.Handle, sentry_receiver: SentryReceiver) -> None:
+    _processor(handle).max_spans = 3
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("root"):
+        for index in range(5):
+            with tracer.start_as_current_span(f"child {index}"):
+                pass
+    handle.force_flush(5)
+    [transaction] = sentry_receiver.wait_for("transaction")
+
+    assert _op_names(transaction) == ["child 0", "child 1", "child 2"]  # the first ones, in end order
+
+
+def test_roots_that_never_end_are_forgotten_oldest_first(handle: hg.Handle, sentry_receiver: SentryReceiver) -> None:
+    processor = _processor(handle)
+    processor.max_open_transactions = 2
+    tracer = trace.get_tracer("test")
+    leaked = [tracer.start_span(f"never ends {index}") for index in range(50)]
+    assert len(processor._open) <= 2  # bounded, however many roots are left open
+
+    leaked[0].end()  # forgotten long ago: nothing to send
+    leaked[-1].end()  # still known: sent
+    handle.force_flush(5)
+    [transaction] = sentry_receiver.wait_for("transaction")
+    assert transaction["transaction"] == "never ends 49"
+
+
+def test_a_span_whose_local_parent_is_unknown_becomes_its_own_transaction(
+    handle: hg.Handle, sentry_receiver: SentryReceiver
+) -> None:
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("request") as request:
+        pass
+    # Started after its parent ended (say, a callback): Sentry's processor makes it a transaction too.
+    with tracer.start_as_current_span("callback", context=trace.set_span_in_context(request)):
+        pass
+    handle.force_flush(5)
+    transactions = sentry_receiver.wait_for("transaction", 2)
+
+    by_name = {t["transaction"]: t for t in transactions}
+    assert set(by_name) == {"request", "callback"}
+    callback = by_name["callback"]["contexts"]["trace"]
+    assert callback["parent_span_id"] == by_name["request"]["contexts"]["trace"]["span_id"]
+    assert callback["trace_id"] == by_name["request"]["contexts"]["trace"]["trace_id"]
+
+
+def test_scope_tags_at_the_end_of_the_root_reach_its_transaction_and_the_envelope_has_the_dsc(
+    handle: hg.Handle, sentry_receiver: SentryReceiver
+) -> None:
+    with sentry_sdk.isolation_scope(), hg.command("status"):
+        sentry_sdk.set_tag("tenant", "acme")
+    with hg.command("status"):  # another request: its own scope, no tenant
+        pass
+    handle.force_flush(5)
+    first, second = sentry_receiver.wait_for("transaction", 2)
+
+    assert first["tags"]["tenant"] == "acme" and "tenant" not in second["tags"]
+    [envelope] = [e for e in sentry_receiver.envelopes() if e.items[0].type == "transaction"][:1]
+    dsc = envelope.headers["trace"]
+    assert dsc["trace_id"] == first["contexts"]["trace"]["trace_id"]
+    assert dsc["public_key"] == "public" and dsc["sampled"] == "true" and dsc["sample_rate"] == "1.0"
+
+
+def test_auto_enabled_sentry_integrations_stay_off(handle: hg.Handle) -> None:
+    # OTel traces the LLM clients; Sentry's auto-enabled integrations would only repeat it, at a cost per call.
+    integrations = set(sentry_sdk.get_client().integrations)
+    assert {"flask", "logging", "threading"} <= integrations
+    assert not integrations & {"openai", "httpx", "httpx2"}
