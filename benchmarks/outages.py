@@ -33,7 +33,6 @@ import math
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -41,6 +40,8 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from _line_protocol import Child, reply
 
 BACKENDS: tuple[str, ...] = ("otlp", "sentry", "sentry-otlp", "prometheus")
 PUSH_FAULTS: tuple[str, ...] = ("unreachable", "http-500", "http-429", "delay-5s")
@@ -60,46 +61,10 @@ def faults_of(backend: str) -> tuple[str, ...]:
 # --- line protocol ------------------------------------------------------------------
 
 
-def _reply(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload) + "\n")
-    sys.stdout.flush()
-
-
-class Child:
-    """The service process of one backend: answers one JSON line per command line."""
-
-    def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            # Batches every 0.5 s instead of 5 s: exports meet the fault early, also in short phases.
-            env=dict(os.environ, PYTHONUNBUFFERED="1", OTEL_BSP_SCHEDULE_DELAY="500"),
-        )
-        self.ready = self._read()
-
-    def _read(self) -> Any:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"benchmark child {self.process.args} exited with {self.process.wait()}")
-        return json.loads(line)
-
-    def ask(self, command: str, **arguments: Any) -> Any:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"command": command, **arguments}) + "\n")
-        self.process.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError, RuntimeError, ValueError):
-            self.ask("exit")
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+def _spawn(*args: str) -> Child:
+    """The service process of one backend (this script with ``args``)."""
+    # Batches every 0.5 s instead of 5 s: exports meet the fault early, also in short phases.
+    return Child(__file__, *args, env={"OTEL_BSP_SCHEDULE_DELAY": "500"})
 
 
 # --- the service process ----------------------------------------------------------------
@@ -222,26 +187,26 @@ class Service:
 
 def serve(backend: str, llm: str, target: str) -> None:
     service = Service(backend, llm, target)
-    _reply({"pid": os.getpid(), "url": service.url()})
+    reply({"pid": os.getpid(), "url": service.url()})
     for line in sys.stdin:
         if not line.strip():
             continue
         message = json.loads(line)
         command = message["command"]
         if command == "phase":
-            _reply(service.phase(message["requests"], message.get("fresh", True)))
+            reply(service.phase(message["requests"], message.get("fresh", True)))
         elif command == "warnings":
-            _reply(service.warnings_so_far())
+            reply(service.warnings_so_far())
         elif command == "failed_sends":
-            _reply(service.failed_sends())
+            reply(service.failed_sends())
         elif command == "probe":
             service.probe()
-            _reply({})
+            reply({})
         elif command == "reconfigure":
-            _reply({"url": service.reconfigure(message["port"])})
+            reply({"url": service.reconfigure(message["port"])})
         elif command == "exit":
             service.close()
-            _reply("bye")
+            reply("bye")
             break
 
 
@@ -339,7 +304,7 @@ def run_push(backend: str, llm: str, requests: int, warmup: int, faults: tuple[s
     phases: dict[str, Any] = {}
     with receiver:
         target = receiver.endpoint if backend == "otlp" else receiver.dsn
-        child = Child("--serve", backend, "--llm", llm, "--target", target)
+        child = _spawn("--serve", backend, "--llm", llm, "--target", target)
         try:
             child.ask("phase", requests=warmup)
             phases["healthy"] = child.ask("phase", requests=requests)
@@ -371,7 +336,7 @@ def run_push(backend: str, llm: str, requests: int, warmup: int, faults: tuple[s
 
 def run_prometheus(llm: str, requests: int, warmup: int, faults: tuple[str, ...]) -> dict[str, Any]:
     phases: dict[str, Any] = {}
-    child = Child("--serve", "prometheus", "--llm", llm, "--target", "")
+    child = _spawn("--serve", "prometheus", "--llm", llm, "--target", "")
     url = child.ready["url"]
     try:
         child.ask("phase", requests=warmup)

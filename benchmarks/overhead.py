@@ -24,19 +24,19 @@ Prints a table and the target ratios (met / NOT met) and writes
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from _line_protocol import Child, reply
 
 VARIANTS: tuple[str, ...] = (
     "bare",
@@ -78,46 +78,9 @@ def _receivers_for(variant: str) -> tuple[str, ...]:
 # --- line protocol between processes ------------------------------------------------
 
 
-def _reply(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload) + "\n")
-    sys.stdout.flush()
-
-
-class Child:
-    """A subprocess of this script that answers one JSON line per command line."""
-
-    def __init__(self, *args: str) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.ready = self._read()
-
-    def _read(self) -> Any:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"benchmark child {self.process.args} exited with {self.process.wait()}")
-        return json.loads(line)
-
-    def ask(self, command: str, **arguments: Any) -> Any:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"command": command, **arguments}) + "\n")
-        self.process.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError, RuntimeError, ValueError):
-            self.ask("exit")
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+def _spawn(*args: str) -> Child:
+    """A subprocess of this script (with ``args``)."""
+    return Child(__file__, *args, exit_timeout_s=15)
 
 
 def _commands() -> Any:
@@ -142,7 +105,7 @@ def serve_infra(variants: list[str]) -> None:
             otlp[variant] = OtlpReceiver().start()
         if "sentry" in wanted:
             sentry[variant] = SentryReceiver().start()
-    _reply(
+    reply(
         {
             "llm": sim.base_url,
             "otlp": {v: r.endpoint for v, r in otlp.items()},
@@ -160,9 +123,9 @@ def serve_infra(variants: list[str]) -> None:
                 entry["transactions"] = len(transactions)
                 entry["transaction_spans"] = sum(1 + len(t.get("spans") or []) for t in transactions)
                 entry["sentry_otlp_spans"] = len(sentry_receiver.otlp_spans())
-            _reply(counts)
+            reply(counts)
         elif message["command"] == "exit":
-            _reply("bye")
+            reply("bye")
             break
     for receiver in [*otlp.values(), *sentry.values()]:
         receiver.stop()
@@ -281,21 +244,19 @@ class Variant:
         raw: list[float] = []
         perf = time.perf_counter
 
-        def run_raw() -> None:
-            with tracer.start_as_current_span("bench.request"):
-                start = perf()
-                for _ in range(spans):
-                    with tracer.start_as_current_span("bench.step"):
-                        pass
-                raw.append((perf() - start) / spans)
+        def timed(open_span: Callable[[], Any], per_span: list[float]) -> Callable[[], None]:
+            def run() -> None:
+                with tracer.start_as_current_span("bench.request"):
+                    start = perf()
+                    for _ in range(spans):
+                        with open_span():
+                            pass
+                    per_span.append((perf() - start) / spans)
 
-        def run_manual() -> None:
-            with tracer.start_as_current_span("bench.request"):
-                start = perf()
-                for _ in range(spans):
-                    with hg.step("bench"):
-                        pass
-                manual.append((perf() - start) / spans)
+            return run
+
+        run_raw = timed(lambda: tracer.start_as_current_span("bench.step"), raw)
+        run_manual = timed(lambda: hg.step("bench"), manual)
 
         for index in range(rounds):  # alternating which goes first
             for run in (run_raw, run_manual) if index % 2 == 0 else (run_manual, run_raw):
@@ -346,25 +307,25 @@ def serve_variant(name: str, llm: str, otlp_endpoint: str, sentry_dsn: str) -> N
     variant = Variant(name, llm, otlp_endpoint, sentry_dsn)
     server = make_server("127.0.0.1", 0, variant.app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    _reply({"port": server.server_port, "pid": os.getpid()})
+    reply({"port": server.server_port, "pid": os.getpid()})
     for message in _commands():
         command = message["command"]
         if command == "cpu":
-            _reply(variant.cpu_per_request(message["requests"]))
+            reply(variant.cpu_per_request(message["requests"]))
         elif command == "span_cost":
-            _reply(variant.span_cost(message["spans"], message["rounds"]))
+            reply(variant.span_cost(message["spans"], message["rounds"]))
         elif command == "throughput":
-            _reply(variant.throughput(message["spans"]))
+            reply(variant.throughput(message["spans"]))
         elif command == "flush":
             variant.flush()
             exported = variant.null_exporter.exported if variant.name == "otel-flask" else None
-            _reply({"dropped_in_process": variant.dropped(), "null_exported": exported})
+            reply({"dropped_in_process": variant.dropped(), "null_exported": exported})
         elif command == "exit":
             server.shutdown()
             variant.flush()
             if variant.handle is not None:
                 variant.handle.shutdown()
-            _reply("bye")
+            reply("bye")
             break
 
 
@@ -398,14 +359,14 @@ def received_spans(counts: Mapping[str, Mapping[str, int]], variant: str) -> int
 class Bench:
     def __init__(self, variants: list[str]) -> None:
         self.variants = variants
-        self.infra = Child("--infra", *variants)
+        self.infra = _spawn("--infra", *variants)
         info = self.infra.ready
         self.servers: dict[str, Child] = {}
         for variant in variants:
             endpoint = info["otlp"].get(variant, "")
             dsn = info["sentry"].get(variant, "")
             args = ["--serve", variant, "--llm", info["llm"], "--otlp-endpoint", endpoint, "--sentry-dsn", dsn]
-            self.servers[variant] = Child(*args)
+            self.servers[variant] = _spawn(*args)
 
     def close(self) -> None:
         for server in self.servers.values():

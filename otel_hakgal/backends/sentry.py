@@ -294,8 +294,10 @@ class SentryTransactionProcessor(SpanProcessor):
         max_spans: int = MAX_SPANS,
         max_open_transactions: int = MAX_OPEN_TRANSACTIONS,
         max_open_spans: int = MAX_OPEN_SPANS,
+        shutdown_timeout_s: float = 30.0,
     ) -> None:
         self.inline = inline
+        self.shutdown_timeout_s = shutdown_timeout_s
         self.max_spans = max_spans
         self.max_open_transactions = max_open_transactions
         self.max_open_spans = max_open_spans
@@ -413,7 +415,7 @@ class SentryTransactionProcessor(SpanProcessor):
         return flush(timeout_millis) and drained
 
     def shutdown(self) -> None:
-        self.worker.stop(30.0)
+        self.worker.stop(self.shutdown_timeout_s)
         self._roots.clear()
         self._open.clear()
 
@@ -437,18 +439,11 @@ class SentryBackend(SentryBackendBase):
             self.delivery,
             traces_sample_rate=rate,
         )
-        self._processor = SentryTransactionProcessor(resource)
+        # The handle flushes and shuts down processors before backends: the processor drains its worker itself.
+        self._processor = SentryTransactionProcessor(resource, shutdown_timeout_s=config.export.shutdown_timeout)
 
     def span_processors(self) -> Sequence[SpanProcessor]:
         return (OpenSpans(), self._processor)
-
-    def force_flush(self, timeout_s: float) -> bool:
-        drained = self._processor.worker.drain(timeout_s)
-        return super().force_flush(timeout_s) and drained
-
-    def shutdown(self) -> None:
-        self._processor.worker.stop(self.config.export.shutdown_timeout)
-        super().shutdown()
 
 
 BACKEND = SentryBackend

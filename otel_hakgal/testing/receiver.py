@@ -153,12 +153,19 @@ class QuietHandler(BaseHTTPRequestHandler):
             self.server.untrack(self.connection)
 
     def read_body(self) -> bytes:
-        """The request body; a body without ``Content-Length`` ends the connection after this request."""
+        """The request body, sized by ``Content-Length`` or sent chunked (HTTP/1.1: otherwise there is none)."""
         length = self.headers.get("Content-Length")
-        if length is None:
-            self.close_connection = True
-            return self.rfile.read() if self.command in ("POST", "PUT") else b""
-        return self.rfile.read(int(length))
+        if length is not None:
+            return self.rfile.read(int(length))
+        if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            return b""
+        chunks = []
+        while size := int(self.rfile.readline().split(b";", 1)[0], 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()  # the CRLF after each chunk
+        while self.rfile.readline().strip():  # trailers, up to the empty line
+            pass
+        return b"".join(chunks)
 
     def reply(self, status: int, content_type: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)

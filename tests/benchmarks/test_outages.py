@@ -8,24 +8,18 @@ and queues recorded, and recovery checked against the real receiver.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "outages.py"
+from tests.support.benchmarks import load_benchmark
+
 REQUESTS = 10
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hakgal_outages_benchmark", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("outages")
 
 
 def test_smallest_run_measures_every_backend_and_fault(tmp_path: Path) -> None:

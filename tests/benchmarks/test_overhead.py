@@ -7,25 +7,18 @@ must arrive where the benchmark counts it.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "overhead.py"
+from tests.support.benchmarks import load_benchmark
+
 REQUESTS = 3
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hakgal_overhead_benchmark", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("overhead")
 
 
 @pytest.fixture(scope="module")

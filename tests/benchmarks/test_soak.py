@@ -6,22 +6,15 @@ checks the same things on a short run, not timing or memory flatness.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "soak.py"
+from tests.support.benchmarks import load_benchmark
+
 COMMANDS = 2000
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hakgal_soak_benchmark", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("soak")
 
 
 def test_a_short_soak_loses_no_span_and_logs_no_error() -> None:
