@@ -7,8 +7,6 @@ Configure once with :func:`setup`; instrument with the context managers
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from otel_hakgal.api import (
     CacheOp,
     CommandOp,
@@ -36,6 +34,7 @@ from otel_hakgal.context import (
     start_thread,
 )
 from otel_hakgal.pipeline import Handle, setup
+from otel_hakgal.version import __version__
 
 __all__ = [
     "CacheOp",

@@ -37,11 +37,15 @@ class DeliveryLog:
             sent = bool(self.statuses or self.errors)
             return sent and not self.errors and all(200 <= status < 300 for status in self.statuses)
 
-    def describe(self) -> str:
+    def counts(self) -> dict[str, int]:
+        """Sends by outcome: ``"HTTP <status>"`` or the exception's class name -> count."""
         with self._lock:
-            parts = [f"HTTP {status} x{count}" for status, count in sorted(self.statuses.items())]
-            parts += [f"{error} x{count}" for error, count in sorted(self.errors.items())]
-        return ", ".join(parts) or "nothing was sent"
+            counts = {f"HTTP {status}": count for status, count in sorted(self.statuses.items())}
+            counts.update(sorted(self.errors.items()))
+        return counts
+
+    def describe(self) -> str:
+        return ", ".join(f"{outcome} x{count}" for outcome, count in self.counts().items()) or "nothing was sent"
 
 
 class RecordingSession(requests.Session):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from opentelemetry.metrics import Counter, Histogram, Meter, MeterProvider, get_meter_provider
 
-from otel_hakgal import __version__
+from otel_hakgal.version import __version__
 from otel_hakgal.conventions import INSTRUMENTATION_SCOPE, Metric, MetricDef, metric_def
 
 
