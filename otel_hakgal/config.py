@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from otel_hakgal.conventions import DEFAULT_COST_CURRENCY
+
 CONFIG_FILE_ENV: Final = "OTEL_HAKGAL_CONFIG"
 TRACES_EXPORTER_ENV: Final = "OTEL_TRACES_EXPORTER"
 # OTEL_TRACES_EXPORTER names that mean one of our backends; other names are taken as backend names.
 EXPORTER_BACKENDS: Final = {"otlp": "otlp", "otlp_proto_http": "otlp", "console": "console"}
 BACKENDS_ENV: Final = "OTEL_HAKGAL_BACKENDS"
 STRICT_ENV: Final = "OTEL_HAKGAL_STRICT"
-DEFAULTS_SOURCE: Final = "default"
 ARGUMENT_SOURCE: Final = "setup() argument"
 
 Validator = Callable[[Any], str | None]  # returns what is allowed, or None when valid
@@ -91,6 +92,10 @@ def one_of(*allowed: str) -> Validator:
 
 def number_range(low: float, high: float) -> Validator:
     return lambda value: None if low <= value <= high else f"a number from {low} to {high}"
+
+
+def non_negative(value: Any) -> str | None:
+    return None if 0 <= value < math.inf else "a number of 0 or more"
 
 
 def positive(value: Any) -> str | None:
@@ -197,7 +202,10 @@ class RedactionSettings:
     )
     max_text_length: int = setting(100, "Characters kept of command and question text.", validate=positive)
     max_attribute_length: int = setting(
-        4096, "Longest string attribute value, in characters; longer ones are cut.", validate=positive
+        4096,
+        "Longest string attribute value, in characters; longer ones are cut (the one cut, for every span).",
+        env=("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"),
+        validate=positive,
     )
     scrub_secrets: bool = setting(
         True,
@@ -235,12 +243,64 @@ class ExportSettings:
 
 
 @dataclass(frozen=True)
+class BatchSettings:
+    """The batch span processor of every exporting backend (the SDK's ``OTEL_BSP_*`` variables)."""
+
+    max_queue_size: int = setting(
+        2048,
+        "Spans a backend queues for export; more are dropped and counted.",
+        env="OTEL_BSP_MAX_QUEUE_SIZE",
+        validate=positive,
+    )
+    schedule_delay: float = setting(
+        5.0,
+        "Seconds between two exports (the env var is in milliseconds).",
+        env="OTEL_BSP_SCHEDULE_DELAY",
+        env_parser=parse_millis,
+        validate=positive,
+    )
+    max_export_batch_size: int = setting(
+        512,
+        "Most spans in one export request; at most `batch.max_queue_size`.",
+        env="OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+        validate=positive,
+    )
+    export_timeout: float = setting(
+        30.0,
+        "Seconds one export may take (the env var is in milliseconds).",
+        env="OTEL_BSP_EXPORT_TIMEOUT",
+        env_parser=parse_millis,
+        validate=positive,
+    )
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Span limits of the SDK (its ``OTEL_*_LIMIT`` variables); values are cut by `redaction.max_attribute_length`."""
+
+    attribute_count: int = setting(
+        128,
+        "Most attributes per span.",
+        env=("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT"),
+        validate=non_negative,
+    )
+    event_count: int = setting(128, "Most events per span.", env="OTEL_SPAN_EVENT_COUNT_LIMIT", validate=non_negative)
+    link_count: int = setting(128, "Most links per span.", env="OTEL_SPAN_LINK_COUNT_LIMIT", validate=non_negative)
+    event_attribute_count: int = setting(
+        128, "Most attributes per span event.", env="OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", validate=non_negative
+    )
+    link_attribute_count: int = setting(
+        128, "Most attributes per span link.", env="OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", validate=non_negative
+    )
+
+
+@dataclass(frozen=True)
 class Price:
     """Price of one model, per million tokens."""
 
     input: float
     output: float
-    currency: str = "USD"
+    currency: str = DEFAULT_COST_CURRENCY
 
 
 def _parse_pricing(value: Any) -> dict[str, Price]:
@@ -254,9 +314,11 @@ def _parse_pricing(value: Any) -> dict[str, Price]:
         if not isinstance(entry, Mapping) or set(entry) - {"input", "output", "currency"}:
             raise ValueError(f"model {model!r}: a table with keys input, output and optional currency")
         try:
-            price = Price(float(entry["input"]), float(entry["output"]), str(entry.get("currency", "USD")))
+            price = Price(
+                float(entry["input"]), float(entry["output"]), str(entry.get("currency", DEFAULT_COST_CURRENCY))
+            )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise ValueError(f"model {model!r}: input and output must be numbers (USD per 1M tokens)") from exc
+            raise ValueError(f"model {model!r}: input and output must be numbers (per 1M tokens)") from exc
         if price.input < 0 or price.output < 0:
             raise ValueError(f"model {model!r}: prices must not be negative")
         prices[model] = price
@@ -285,6 +347,8 @@ class Config:
     redaction: RedactionSettings = field(default_factory=RedactionSettings)
     genai: GenAISettings = field(default_factory=GenAISettings)
     export: ExportSettings = field(default_factory=ExportSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     pricing: Mapping[str, Price] = field(default_factory=lambda: dict(DEFAULT_PRICING))
     backend_settings: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = None
@@ -315,14 +379,40 @@ CORE_SECTIONS: Final[dict[str, type]] = {
     "redaction": RedactionSettings,
     "genai": GenAISettings,
     "export": ExportSettings,
+    "batch": BatchSettings,
+    "limits": LimitSettings,
 }
 
 
-def all_sections() -> dict[str, type]:
-    """Core sections plus every backend's own settings section, by section name."""
-    from otel_hakgal.backends import settings_sections
+def section_class(section: str) -> type | None:
+    """The settings dataclass of ``[section]``: a core one, or a registered backend's (imported on demand)."""
+    core = CORE_SECTIONS.get(section)
+    if core is not None:
+        return core
+    from otel_hakgal.backends import registry
 
-    return {**CORE_SECTIONS, **settings_sections()}
+    if not registry.is_backend(section):
+        return None
+    return registry.backend_class(section).Settings
+
+
+def all_sections() -> dict[str, type]:
+    """Core sections plus every registered backend's section (imports every backend: for docs and tools)."""
+    from otel_hakgal.backends import registry
+
+    sections = dict(CORE_SECTIONS)
+    for name in registry.backend_names():
+        settings = section_class(name)
+        if settings is not None:
+            sections[name] = settings
+    return sections
+
+
+def _section_names() -> list[str]:
+    """Every section a config may hold, without importing any backend."""
+    from otel_hakgal.backends import registry
+
+    return sorted({*CORE_SECTIONS, *registry.backend_names()})
 
 
 # --- loading ----------------------------------------------------------------
@@ -348,8 +438,10 @@ def _flatten(data: Mapping[str, Any], source: str, prefix: str = "") -> dict[str
 
 def _is_table_setting(dotted: str) -> bool:
     section, _, key = dotted.partition(".")
-    cls = all_sections().get(section)
-    if cls is None or not key:
+    if not key or "." in key:
+        return False
+    cls = section_class(section)
+    if cls is None:
         return False
     hints = typing.get_type_hints(cls)
     return key in hints and typing.get_origin(hints[key]) is dict
@@ -375,10 +467,10 @@ def _read_file(path: Path) -> dict[str, _Value]:
     return _flatten(data, str(path))
 
 
-def _env_specs() -> list[tuple[str, str, SettingSpec]]:
-    """(env var, dotted key, spec) for every setting that reads the environment."""
+def _env_specs(sections: Mapping[str, type]) -> list[tuple[str, str, SettingSpec]]:
+    """(env var, dotted key, spec) for the root settings and every setting of ``sections`` that reads one."""
     specs = [(env, key, spec) for key, spec in ROOT_SETTINGS.items() for env in spec.env]
-    for section, cls in all_sections().items():
+    for section, cls in sections.items():
         for f in dataclasses.fields(cls):
             spec = spec_of(f)
             specs.extend((env, f"{section}.{f.name}", spec) for env in spec.env)
@@ -386,18 +478,18 @@ def _env_specs() -> list[tuple[str, str, SettingSpec]]:
 
 
 def environment_variables() -> dict[str, tuple[str, ...]]:
-    """Every environment variable the configuration honours, with the keys it sets."""
+    """Every environment variable the configuration honours, with the keys it sets (imports every backend)."""
     result: dict[str, tuple[str, ...]] = {}
-    for env, key, _ in _env_specs():
+    for env, key, _ in _env_specs(all_sections()):
         result[env] = (*result.get(env, ()), key)
     result[CONFIG_FILE_ENV] = ("(path of the config file)",)
     result[TRACES_EXPORTER_ENV] = ("backends",)
     return result
 
 
-def _read_env(environ: Mapping[str, str], problems: list[str]) -> dict[str, _Value]:
+def _read_env(environ: Mapping[str, str], problems: list[str], sections: Mapping[str, type]) -> dict[str, _Value]:
     flat: dict[str, _Value] = {}
-    for env, key, spec in _env_specs():
+    for env, key, spec in _env_specs(sections):
         raw = environ.get(env)
         if raw is None or (raw == "" and key != "disabled"):
             continue
@@ -484,27 +576,27 @@ def _build_section(cls: type, section: str, merged: dict[str, _Value], problems:
     return cls(**kwargs)
 
 
-def _known_keys() -> set[str]:
-    keys = set(ROOT_SETTINGS)
-    for section, cls in all_sections().items():
-        keys.update(f"{section}.{f.name}" for f in dataclasses.fields(cls))
-    return keys
-
-
-def _check_unknown(layer: dict[str, _Value], problems: list[str]) -> None:
-    known = _known_keys()
+def _check_unknown(layer: dict[str, _Value], sections: Mapping[str, type], problems: list[str]) -> None:
+    """Report keys no section declares; ``sections`` holds every section the layers name."""
+    known = set(ROOT_SETTINGS)
+    for section, cls in sections.items():
+        known.update(f"{section}.{f.name}" for f in dataclasses.fields(cls))
     for key, entry in layer.items():
         if key in known or key.startswith("pricing."):
             continue
         section = key.partition(".")[0]
-        hint = difflib.get_close_matches(key, sorted(known), n=1)
-        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
-        if section in all_sections():
+        if section in sections:
+            hint = difflib.get_close_matches(key, sorted(known), n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
             allowed = ", ".join(sorted(k.partition(".")[2] for k in known if k.startswith(section + ".")))
             problems.append(f"{entry.source}: unknown key '{key}'{suggestion}; keys of [{section}]: {allowed}")
         else:
-            sections = ", ".join(sorted([*ROOT_SETTINGS, *all_sections()]))
-            problems.append(f"{entry.source}: unknown key '{key}'{suggestion}; known top-level keys: {sections}")
+            top_level = sorted({*ROOT_SETTINGS, *_section_names()})
+            hint = difflib.get_close_matches(section, top_level, n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            problems.append(
+                f"{entry.source}: unknown key '{key}'{suggestion}; known top-level keys: {', '.join(top_level)}"
+            )
 
 
 def _normalise_overrides(overrides: Mapping[str, Any]) -> dict[str, _Value]:
@@ -529,7 +621,7 @@ def load_config(
     ``path`` defaults to ``$OTEL_HAKGAL_CONFIG``; with neither, no file is read.
     Raises :class:`ConfigError` listing every problem found.
     """
-    from otel_hakgal.backends import available_backends
+    from otel_hakgal.backends import registry
 
     environ = os.environ if environ is None else environ
     problems: list[str] = []
@@ -537,18 +629,51 @@ def load_config(
     if file_path is None and environ.get(CONFIG_FILE_ENV):
         file_path = Path(environ[CONFIG_FILE_ENV])
     file_layer = _read_file(file_path) if file_path is not None else {}
-    env_layer = _read_env(environ, problems)
     arg_layer = _normalise_overrides(overrides or {})
-    _check_unknown(file_layer, problems)
-    _check_unknown(arg_layer, problems)
+    root_env = _read_env(environ, problems, {})
+    root = _root_settings({**file_layer, **root_env, **arg_layer}, environ, problems)
+
+    # Only the sections in use are loaded: the core ones, the selected backends' and any the layers name.
+    named = {key.partition(".")[0] for key in (*file_layer, *arg_layer) if "." in key}
+    sections: dict[str, type] = dict(CORE_SECTIONS)
+    for name in sorted({*root.get("backends", ()), *named} - set(CORE_SECTIONS)):
+        if registry.is_backend(name):
+            settings_class = section_class(name)
+            if settings_class is not None:
+                sections[name] = settings_class
+    env_layer = _read_env(environ, [], sections)  # root variables were read (and reported) above
+    _check_unknown(file_layer, sections, problems)
+    _check_unknown(arg_layer, sections, problems)
     merged = {**file_layer, **env_layer, **arg_layer}
+    built = {name: _build_section(cls, name, merged, problems) for name, cls in sections.items()}
+
+    pricing = dict(DEFAULT_PRICING)
+    pricing_entries = {k: v for k, v in merged.items() if k == "pricing" or k.startswith("pricing.")}
+    for key, entry in pricing_entries.items():
+        table = entry.value if key == "pricing" else {key.partition(".")[2]: entry.value}
+        try:
+            pricing.update(_parse_pricing(table))
+        except ValueError as exc:
+            problems.append(f"{entry.source}: key '{key}': {entry.value!r} is not valid; expected {exc}")
+
+    core = {name: built.pop(name) for name in CORE_SECTIONS}
+    config = Config(
+        **root, **core, pricing=pricing, backend_settings=built, source=str(file_path) if file_path else None
+    )
+    problems.extend(_cross_checks(config))
+    if problems:
+        raise ConfigError(list(dict.fromkeys(problems)))  # a problem two backends share is told once
+    return config
+
+
+def _root_settings(merged: dict[str, _Value], environ: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    """``backends``, ``disabled`` and ``strict``, validated."""
+    from otel_hakgal.backends import registry
+
     if "backends" not in merged and environ.get(TRACES_EXPORTER_ENV):
         # The generic OTel variable chooses backends only when the layer's own settings don't.
         names = [EXPORTER_BACKENDS.get(n, n) for n in parse_list(environ[TRACES_EXPORTER_ENV])]
         merged["backends"] = _Value(names, f"environment variable {TRACES_EXPORTER_ENV}")
-
-    sections = {name: _build_section(cls, name, merged, problems) for name, cls in all_sections().items()}
-
     root: dict[str, Any] = {}
     for key in ("disabled", "strict"):
         if key in merged:
@@ -564,31 +689,35 @@ def load_config(
         except ValueError as exc:
             problems.append(f"{entry.source}: key 'backends': {entry.value!r} is not valid; expected {exc}")
         else:
-            known = available_backends()
             for name in names:
-                if name not in known:
+                if not registry.is_backend(name):
+                    known = registry.backend_names()
                     hint = difflib.get_close_matches(name, known, n=1)
                     suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
                     problems.append(
                         f"{entry.source}: key 'backends': unknown backend {name!r}{suggestion}; "
                         f"available: {', '.join(known)}"
                     )
-            root["backends"] = tuple(dict.fromkeys(names))  # keep order, drop repeats
-    pricing = dict(DEFAULT_PRICING)
-    pricing_entries = {k: v for k, v in merged.items() if k == "pricing" or k.startswith("pricing.")}
-    for key, entry in pricing_entries.items():
-        table = entry.value if key == "pricing" else {key.partition(".")[2]: entry.value}
-        try:
-            pricing.update(_parse_pricing(table))
-        except ValueError as exc:
-            problems.append(f"{entry.source}: key '{key}': {entry.value!r} is not valid; expected {exc}")
+            root["backends"] = tuple(dict.fromkeys(n for n in names if registry.is_backend(n)))
+    return root
 
-    if problems:
-        raise ConfigError(problems)
-    core = {name: sections.pop(name) for name in CORE_SECTIONS}
-    return Config(
-        **root, **core, pricing=pricing, backend_settings=sections, source=str(file_path) if file_path else None
-    )
+
+def _cross_checks(config: Config) -> list[str]:
+    """Rules that span several keys or belong to a backend: what ``setup()`` would otherwise fail on."""
+    from otel_hakgal.backends import registry
+
+    problems: list[str] = []
+    batch = config.batch
+    if batch.max_export_batch_size > batch.max_queue_size:
+        problems.append(
+            f"key 'batch.max_export_batch_size': {batch.max_export_batch_size} is not allowed; expected at most "
+            f"batch.max_queue_size ({batch.max_queue_size}) "
+            "(environment: OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_BSP_MAX_QUEUE_SIZE)"
+        )
+    if not config.disabled:
+        for name in config.backends:
+            problems.extend(registry.backend_class(name).check(config, config.settings_for(name)))
+    return problems
 
 
 # --- presenting -------------------------------------------------------------

@@ -1,8 +1,11 @@
-"""``setup()``: turn a ``Config`` into providers, processors and readers, once per process.
+"""``setup()``: turn a ``Config`` into a running :class:`Handle` and switch the process to it.
 
-One TracerProvider serves the whole process. Its sampler and span processor
-are switchable wrappers, so calling ``setup()`` again swaps the backends in
-place instead of stacking a second provider or doubling processors.
+:class:`Plumbing` owns what exists once per process: the TracerProvider, the
+fan-out span processor, the sampler and the meter proxy, all switchable. A
+``setup()`` builds and starts the new backends first, then switches the
+plumbing and :data:`otel_hakgal.runtime.current` to them in one step, and
+only then retires the previous backends. If a backend fails to start, what
+was started is shut down and the previous setup keeps running.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -32,13 +35,17 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from otel_hakgal import __version__, log_limits
-from otel_hakgal._state import state
-from otel_hakgal.backends import Backend, backend_class
+from otel_hakgal import log_limits, runtime
+from otel_hakgal.backends.base import Backend, BackendStats, Parts
+from otel_hakgal.backends.registry import backend_class
 from otel_hakgal.config import Config, SamplingSettings, load_config
 from otel_hakgal.conventions import INSTRUMENTATION_SCOPE
 from otel_hakgal.instruments import Instruments
 from otel_hakgal.redaction import SecretScrubber
+from otel_hakgal.runtime import Runtime
+from otel_hakgal.version import __version__
+
+B = TypeVar("B", bound=Backend)
 
 logger = logging.getLogger("otel_hakgal")
 
@@ -54,6 +61,10 @@ class FanOutSpanProcessor(SpanProcessor):
         self._warned: set[int] = set()
         self._ended = itertools.count()  # next() on a count is atomic under the GIL; += is not
         self.scrubber: SecretScrubber | None = None
+
+    def switch(self, processors: Sequence[SpanProcessor], scrubber: SecretScrubber | None) -> None:
+        self.scrubber = scrubber
+        self.processors = tuple(processors)
 
     @property
     def spans_ended(self) -> int:
@@ -201,63 +212,130 @@ def build_resource(config: Config) -> Resource:
     return Resource.create(attributes)
 
 
-class _Process:
-    """Process-wide objects that exist at most once."""
+class BackendStartError(RuntimeError):
+    """A backend failed to start; the previous setup keeps running."""
 
-    lock = threading.RLock()
-    fan_out = FanOutSpanProcessor()
-    sampler = SwitchableSampler(otel_sampling.ParentBased(otel_sampling.ALWAYS_ON))
-    tracer_provider: TracerProvider | None = None
-    meter_provider = SwitchableMeterProvider()
-    instruments: Instruments | None = None
-    handle: Handle | None = None
-    atexit_registered = False
+    def __init__(self, backend: str, error: BaseException) -> None:
+        self.backend = backend
+        super().__init__(f"backend {backend!r} failed to start: {type(error).__name__}: {error}")
 
 
-def _ensure_tracer_provider(config: Config, resource: Resource) -> TracerProvider:
-    """Our TracerProvider, or the SDK one someone already set globally, with the fan-out attached once."""
-    if _Process.tracer_provider is not None:
-        return _Process.tracer_provider
-    existing = trace.get_tracer_provider()
-    if isinstance(existing, TracerProvider):
-        provider = existing  # e.g. set by the launcher: join it rather than fight it
-    else:
-        provider = TracerProvider(
-            resource=resource,
-            sampler=_Process.sampler,
-            span_limits=SpanLimits(max_attribute_length=config.redaction.max_attribute_length),
-        )
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(_Process.fan_out)
-    _Process.tracer_provider = provider
-    return provider
+def _span_limits(config: Config) -> SpanLimits:
+    limits, cut = config.limits, config.redaction.max_attribute_length
+    # Every limit given, so the SDK reads none of its environment variables (config validated them).
+    return SpanLimits(
+        max_span_attributes=limits.attribute_count,
+        max_events=limits.event_count,
+        max_links=limits.link_count,
+        max_event_attributes=limits.event_attribute_count,
+        max_link_attributes=limits.link_attribute_count,
+        max_attributes=limits.attribute_count,
+        max_attribute_length=cut,
+        max_span_attribute_length=cut,
+    )
+
+
+class Plumbing:
+    """The process's permanent OTel plumbing, switched whole from one handle to the next."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.fan_out = FanOutSpanProcessor()
+        self.sampler = SwitchableSampler(otel_sampling.ParentBased(otel_sampling.ALWAYS_ON))
+        self.meter_provider = SwitchableMeterProvider()
+        self.tracer_provider: TracerProvider | None = None
+        self.instruments: Instruments | None = None
+        self.handle: Handle | None = None
+        self._atexit_registered = False
+
+    def provider(self, config: Config, resource: Resource) -> TracerProvider:
+        """Our TracerProvider, or the SDK one someone already set globally, with the fan-out attached once."""
+        if self.tracer_provider is not None:
+            return self.tracer_provider
+        existing = trace.get_tracer_provider()
+        if isinstance(existing, TracerProvider):
+            provider = existing  # e.g. set by the launcher: join it rather than fight it
+        else:
+            provider = TracerProvider(resource=resource, sampler=self.sampler, span_limits=_span_limits(config))
+            trace.set_tracer_provider(provider)
+        provider.add_span_processor(self.fan_out)
+        self.tracer_provider = provider
+        return provider
+
+    def meter_instruments(self) -> Instruments:
+        """The layer's instruments, created once on the switchable meter provider."""
+        if not isinstance(metrics.get_meter_provider(), MeterProvider | SwitchableMeterProvider):
+            metrics.set_meter_provider(self.meter_provider)  # once: later setups only switch
+        if self.instruments is None:
+            self.instruments = Instruments.create(self.meter_provider)
+        return self.instruments
+
+    def switch(self, handle: Handle | None) -> None:
+        """Route spans, metrics, propagation and the API to ``handle`` (``None``: nowhere)."""
+        if handle is None or not handle.backends:
+            self.fan_out.switch((), None)
+            self.meter_provider.switch(metrics.NoOpMeterProvider())
+            runtime.current = Runtime.idle(self.instruments)
+            self.handle = handle
+            return
+        config = handle.config
+        self.sampler.delegate = build_sampler(config.sampling)
+        self.meter_provider.switch(handle.meter_provider or metrics.NoOpMeterProvider())
+        propagators: list[TextMapPropagator] = [TraceContextTextMapPropagator(), W3CBaggagePropagator()]
+        propagators += [p for parts in handle.parts for p in parts.propagators]
+        propagate.set_global_textmap(CompositePropagator(propagators))
+        self.fan_out.switch(handle.span_processors, handle.runtime.scrubber)
+        runtime.current = handle.runtime
+        self.handle = handle
+        if not self._atexit_registered:
+            atexit.register(_at_exit)
+            self._atexit_registered = True
+        if config.export.flush_on_sigterm:
+            _install_sigterm_exit()
+
+
+_PLUMBING = Plumbing()
 
 
 # --- the handle ------------------------------------------------------------
 
 
 class Handle:
-    """The result of :func:`setup`: the active configuration and its backends."""
+    """The result of :func:`setup`: one configuration's runtime and its started backends."""
 
     def __init__(
         self,
-        config: Config,
+        runtime: Runtime,
         backends: Mapping[str, Backend],
-        processors: Sequence[SpanProcessor],
-        meter_provider: MeterProvider | None,
+        parts: Sequence[Parts] = (),
+        meter_provider: MeterProvider | None = None,
     ) -> None:
-        self.config = config
+        self.runtime = runtime
         self.backends = dict(backends)
-        self._processors = tuple(processors)
-        self._meter_provider = meter_provider
+        self.parts = tuple(parts)
+        self.span_processors = tuple(p for part in self.parts for p in part.span_processors)
+        self.meter_provider = meter_provider
         self._shut_down = False
 
-    def backend(self, name: str) -> Any:
-        """The running backend ``name`` (e.g. ``handle.backend("memory").spans()``)."""
-        try:
-            return self.backends[name]
-        except KeyError:
-            raise KeyError(f"backend {name!r} is not active; active: {', '.join(self.backends) or 'none'}") from None
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+    @overload
+    def backend(self, which: str) -> Backend: ...
+    @overload
+    def backend(self, which: type[B]) -> B: ...
+    def backend(self, which: str | type[Backend]) -> Backend:
+        """A running backend, by name (``handle.backend("otlp")``) or class (``handle.backend(MemoryBackend)``)."""
+        if isinstance(which, str):
+            found = self.backends.get(which)
+        else:
+            found = next((b for b in self.backends.values() if isinstance(b, which)), None)
+        if found is None:
+            wanted = which if isinstance(which, str) else which.__name__
+            active = ", ".join(self.backends) or "none"
+            raise KeyError(f"backend {wanted!r} is not active; active: {active}")
+        return found
 
     @property
     def active(self) -> bool:
@@ -266,14 +344,18 @@ class Handle:
     @property
     def spans_ended(self) -> int:
         """Spans this process has finished and handed to the backends, across all configurations."""
-        return _Process.fan_out.spans_ended
+        return _PLUMBING.fan_out.spans_ended
+
+    def stats(self) -> dict[str, BackendStats]:
+        """Each backend's queues (depth, capacity, drops) and send outcomes, by backend name."""
+        return {name: backend.stats() for name, backend in self.backends.items()}
 
     def force_flush(self, timeout_s: float | None = None) -> bool:
         """Export everything finished so far. Returns False if a backend did not finish in time."""
         timeout_ms = int((timeout_s or self.config.export.shutdown_timeout) * 1000)
-        ok = all(processor.force_flush(timeout_ms) for processor in self._processors)
-        if self._meter_provider is not None:
-            ok = self._meter_provider.force_flush(timeout_ms) and ok
+        ok = all(processor.force_flush(timeout_ms) for processor in self.span_processors)
+        if self.meter_provider is not None:
+            ok = self.meter_provider.force_flush(timeout_ms) and ok
         for backend in self.backends.values():
             ok = backend.force_flush(timeout_ms / 1000) and ok
         return ok
@@ -281,30 +363,37 @@ class Handle:
     def shutdown(self, timeout_s: float | None = None) -> bool:
         """Flush and stop every backend, within ``timeout_s`` (default ``export.shutdown_timeout``).
 
-        Returns False when the backends did not finish in time (a backend that
-        is down); the process can exit regardless.
+        The API goes back to the idle runtime. Returns False when the backends
+        did not finish in time (a backend that is down); the process can exit regardless.
         """
-        with _Process.lock:
+        with _PLUMBING.lock:
             if self._shut_down:
                 return True
             self._shut_down = True
-            if _Process.handle is self:
-                _Process.fan_out.processors = ()
-                _Process.meter_provider.switch(metrics.NoOpMeterProvider())
-                _Process.handle = None
-                state.backends = ()
+            if _PLUMBING.handle is self:
+                _PLUMBING.switch(None)
         return _run_bounded(self._stop_all, timeout_s or self.config.export.shutdown_timeout)
 
     def _stop_all(self) -> None:
-        for processor in self._processors:
-            _quietly(processor.shutdown)
-        if self._meter_provider is not None:
-            _quietly(self._meter_provider.shutdown)
-        for backend in self.backends.values():
-            _quietly(backend.shutdown)
+        _stop(list(self.backends.values()), self.parts, self.meter_provider)
 
     def __repr__(self) -> str:
         return f"<otel_hakgal.Handle backends={list(self.backends)} active={self.active}>"
+
+
+def _stop(backends: Sequence[Backend], parts: Sequence[Parts], meter_provider: MeterProvider | None) -> None:
+    """Shut down span processors, then metric readers, then the backends themselves."""
+    for part in parts:
+        for processor in part.span_processors:
+            _quietly(processor.shutdown)
+    if meter_provider is not None:
+        _quietly(meter_provider.shutdown)
+    else:  # readers never handed to a provider (a failed start) are shut down directly
+        for part in parts:
+            for reader in part.metric_readers:
+                _quietly(reader.shutdown)
+    for backend in backends:
+        _quietly(backend.shutdown)
 
 
 def _quietly(call: Callable[[], object]) -> None:
@@ -328,14 +417,8 @@ def _run_bounded(work: Callable[[], None], timeout_s: float) -> bool:
 # --- setup -----------------------------------------------------------------
 
 
-def _install_propagators(backends: Sequence[Backend]) -> None:
-    extra = [p for backend in backends for p in backend.propagators()]
-    propagators: list[TextMapPropagator] = [TraceContextTextMapPropagator(), W3CBaggagePropagator(), *extra]
-    propagate.set_global_textmap(CompositePropagator(propagators))
-
-
 def _at_exit() -> None:
-    handle = _Process.handle
+    handle = _PLUMBING.handle
     if handle is not None:
         handle.shutdown()
 
@@ -368,17 +451,19 @@ def setup(
     ready :class:`Config`. Keyword arguments win over the environment, which
     wins over the file. ``settings`` takes any other keys, dotted
     (``{"otlp.endpoint": ...}``) or nested. Raises
-    :class:`~otel_hakgal.config.ConfigError` on a bad configuration.
+    :class:`~otel_hakgal.config.ConfigError` on a bad configuration and
+    :class:`BackendStartError` when a backend cannot start; either way the
+    previous setup keeps running.
 
-    Calling it again reconfigures in place: the previous backends are flushed
-    and stopped, and no provider, processor or span is doubled. Calling it
-    with an unchanged configuration, or with no arguments at all once
-    something (e.g. the ``opentelemetry-instrument`` launcher) configured
-    telemetry, returns the running handle.
+    Calling it again reconfigures in place: the new backends start, then the
+    previous ones are flushed and stopped; no provider, processor or span is
+    doubled. Calling it with an unchanged configuration, or with no arguments
+    at all once something (e.g. the ``opentelemetry-instrument`` launcher)
+    configured telemetry, returns the running handle.
     """
     no_arguments = all(arg is None for arg in (config, backends, service_name, sample_ratio, settings))
-    if no_arguments and _Process.handle is not None:
-        return _Process.handle
+    if no_arguments and _PLUMBING.handle is not None:
+        return _PLUMBING.handle
     if isinstance(config, Config):
         resolved = config
     else:
@@ -391,62 +476,52 @@ def setup(
             overrides["sampling.ratio"] = sample_ratio
         resolved = load_config(config, overrides=overrides)
 
-    with _Process.lock:
-        previous = _Process.handle
+    with _PLUMBING.lock:
+        previous = _PLUMBING.handle
         if previous is not None and previous.config == resolved:
             return previous
+        handle = _start(resolved)
+        _PLUMBING.switch(handle)
         if previous is not None:
             previous.shutdown()
-        return _install(resolved)
+        return handle
 
 
-def _install(config: Config) -> Handle:
+def _start(config: Config) -> Handle:
+    """Build and start ``config``'s backends; on a failure stop what started and raise."""
     if config.disabled:
         logger.info("otel_hakgal: telemetry disabled by configuration")
-        handle = Handle(config, {}, (), None)
-        state.config = config
-        _Process.handle = handle
-        return handle
+        return Handle(Runtime.idle(_PLUMBING.instruments), {})
 
     # Before any exporter can fail: a receiver that is down must not log once per span.
     log_limits.install()
     resource = build_resource(config)
     # Before the backends start: the Sentry ones scrub their events with it.
     scrubber = SecretScrubber.for_config(config)
-    state.scrubber = scrubber
     backends = {name: backend_class(name)(config, resource) for name in config.backends}
-    processors = [p for backend in backends.values() for p in backend.span_processors()]
-    readers: list[MetricReader] = [r for backend in backends.values() for r in backend.metric_readers()]
-
-    provider = _ensure_tracer_provider(config, resource)
-    _Process.sampler.delegate = build_sampler(config.sampling)
+    started: list[tuple[Backend, Parts]] = []
+    for name, backend in backends.items():
+        try:
+            started.append((backend, backend.start()))
+        except Exception as error:
+            _stop([b for b, _ in started], [p for _, p in started], None)
+            raise BackendStartError(name, error) from error
+    parts = [p for _, p in started]
+    readers: list[MetricReader] = [r for p in parts for r in p.metric_readers]
     meter_provider = None
     if readers:  # shutdown_on_exit off: the handle shuts it down, bounded in time
         meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
-    _Process.meter_provider.switch(meter_provider or metrics.NoOpMeterProvider())
-    global_meter_provider = metrics.get_meter_provider()
-    if not isinstance(global_meter_provider, MeterProvider | SwitchableMeterProvider):
-        metrics.set_meter_provider(_Process.meter_provider)  # once: later calls only switch
-    if _Process.instruments is None:
-        _Process.instruments = Instruments.create(_Process.meter_provider)
-    _install_propagators(list(backends.values()))
-
-    handle = Handle(config, backends, processors, meter_provider)
-    state.config = config
-    state.tracer = provider.get_tracer(INSTRUMENTATION_SCOPE, __version__)
-    state.instruments = _Process.instruments
-    state.backends = tuple(backends.values())
-    _Process.fan_out.scrubber = scrubber
-    _Process.fan_out.processors = tuple(processors)
-    _Process.handle = handle
-    if not _Process.atexit_registered:
-        atexit.register(_at_exit)
-        _Process.atexit_registered = True
-    if config.export.flush_on_sigterm:
-        _install_sigterm_exit()
-    return handle
+    provider = _PLUMBING.provider(config, resource)
+    running = Runtime(
+        config=config,
+        tracer=provider.get_tracer(INSTRUMENTATION_SCOPE, __version__),
+        instruments=_PLUMBING.meter_instruments(),
+        backends=tuple(backends.values()),
+        scrubber=scrubber,
+    )
+    return Handle(running, backends, parts, meter_provider)
 
 
 def active_handle() -> Handle | None:
     """The handle of the running configuration, if ``setup()`` was called."""
-    return _Process.handle
+    return _PLUMBING.handle
