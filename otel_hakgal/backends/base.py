@@ -72,6 +72,13 @@ class BackendStats:
         return sum(queue.dropped for queue in self.queues.values())
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package of a dotted name is missing
+        return False
+
+
 class Backend:
     """One destination for spans and metrics. Subclasses override what they provide."""
 
@@ -99,7 +106,7 @@ class Backend:
 
         The base checks that the backend's extra is installed; override and call it.
         """
-        missing = [module for module in cls.requires if importlib.util.find_spec(module) is None]
+        missing = [module for module in cls.requires if not _installed(module)]
         if not missing:
             return []
         extra = cls.extra or cls.name

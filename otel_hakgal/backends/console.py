@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -17,10 +16,11 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
     PeriodicExportingMetricReader,
 )
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from otel_hakgal.backends import Backend
-from otel_hakgal.config import one_of, setting
+from otel_hakgal.backends.base import Backend, Parts
+from otel_hakgal.config import Config, one_of, setting
 from otel_hakgal.render import render_metrics, render_trace
 
 _MAX_OPEN_TRACES = 1000  # bounds memory when local roots never end
@@ -108,18 +108,17 @@ class ConsoleBackend(Backend):
     name = "console"
     Settings = ConsoleSettings
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: Config, resource: Resource) -> None:
+        super().__init__(config, resource)
         self.printer = _Printer(self.settings.stream)
 
-    def span_processors(self) -> Sequence[SpanProcessor]:
-        return (WaterfallSpanProcessor(self.printer),)
-
-    def metric_readers(self) -> Sequence[MetricReader]:
-        if not self.settings.metrics:
-            return ()
-        interval_ms = self.config.export.metric_interval * 1000
-        return (PeriodicExportingMetricReader(ConsoleMetricExporter(self.printer), export_interval_millis=interval_ms),)
+    def create_parts(self) -> Parts:
+        readers: tuple[MetricReader, ...] = ()
+        if self.settings.metrics:
+            interval_ms = self.config.export.metric_interval * 1000
+            exporter = ConsoleMetricExporter(self.printer)
+            readers = (PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms),)
+        return Parts(span_processors=(WaterfallSpanProcessor(self.printer),), metric_readers=readers)
 
 
 BACKEND = ConsoleBackend

@@ -27,11 +27,13 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
     PeriodicExportingMetricReader,
 )
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_hakgal.backends import Backend
-from otel_hakgal.config import setting
+from otel_hakgal.backends.base import Backend, Parts
+from otel_hakgal.backends.batching import CountingBatchSpanProcessor
+from otel_hakgal.config import Config, setting
 
 _ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId"})
 PATH_ENV = "OTEL_HAKGAL_JSONL_PATH"
@@ -117,18 +119,18 @@ class JsonlBackend(Backend):
     name = "jsonl"
     Settings = JsonlSettings
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: Config, resource: Resource) -> None:
+        super().__init__(config, resource)
         self.writer = _LineWriter(Path(self.settings.path))
 
-    def span_processors(self) -> Sequence[SpanProcessor]:
-        return (BatchSpanProcessor(JsonlSpanExporter(self.writer)),)
-
-    def metric_readers(self) -> Sequence[MetricReader]:
-        if not self.settings.metrics:
-            return ()
-        interval_ms = self.config.export.metric_interval * 1000
-        return (PeriodicExportingMetricReader(JsonlMetricExporter(self.writer), export_interval_millis=interval_ms),)
+    def create_parts(self) -> Parts:
+        readers: tuple[MetricReader, ...] = ()
+        if self.settings.metrics:
+            interval_ms = self.config.export.metric_interval * 1000
+            exporter = JsonlMetricExporter(self.writer)
+            readers = (PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms),)
+        processor = CountingBatchSpanProcessor(JsonlSpanExporter(self.writer), self.config)
+        return Parts(span_processors=(processor,), metric_readers=readers)
 
 
 BACKEND = JsonlBackend

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader, MetricsData
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_hakgal.backends import Backend
+from otel_hakgal.backends.base import Backend, Parts
+from otel_hakgal.config import Config
 
 
 class MemoryBackend(Backend):
     name = "memory"
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, config: Config, resource: Resource) -> None:
+        super().__init__(config, resource)
         self.exporter = InMemorySpanExporter()
         self.reader = InMemoryMetricReader()
 
-    def span_processors(self) -> Sequence[SpanProcessor]:
+    def create_parts(self) -> Parts:
         # Synchronous, so a span is visible the moment it ends.
-        return (SimpleSpanProcessor(self.exporter),)
-
-    def metric_readers(self) -> Sequence[MetricReader]:
-        return (self.reader,)
+        return Parts(span_processors=(SimpleSpanProcessor(self.exporter),), metric_readers=(self.reader,))
 
     def spans(self) -> list[ReadableSpan]:
         """Finished spans, in the order they ended."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from otel_hakgal.backends import Backend
+from otel_hakgal.backends.base import Backend
 
 
 class NoneBackend(Backend):

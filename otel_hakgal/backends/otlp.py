@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.trace import SpanProcessor
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from otel_hakgal.backends import Backend
+from otel_hakgal.backends.base import Backend, Parts
+from otel_hakgal.backends.batching import CountingBatchSpanProcessor
 from otel_hakgal.config import http_url, one_of, parse_key_values, positive, setting
 from otel_hakgal.delivery import RecordingSession
 
@@ -49,7 +47,7 @@ class OtlpBackend(Backend):
     def _compression(self) -> Compression:
         return Compression.Gzip if self.settings.compression == "gzip" else Compression.NoCompression
 
-    def span_processors(self) -> Sequence[SpanProcessor]:
+    def create_parts(self) -> Parts:
         exporter = OTLPSpanExporter(
             endpoint=self._url("traces"),
             headers=dict(self.settings.headers),
@@ -57,11 +55,10 @@ class OtlpBackend(Backend):
             compression=self._compression(),
             session=RecordingSession(self.delivery),
         )
-        return (BatchSpanProcessor(exporter),)
+        readers = (self._metric_reader(),) if self.settings.metrics else ()
+        return Parts(span_processors=(CountingBatchSpanProcessor(exporter, self.config),), metric_readers=readers)
 
-    def metric_readers(self) -> Sequence[MetricReader]:
-        if not self.settings.metrics:
-            return ()
+    def _metric_reader(self) -> MetricReader:
         exporter = OTLPMetricExporter(
             endpoint=self._url("metrics"),
             headers=dict(self.settings.headers),
@@ -69,8 +66,7 @@ class OtlpBackend(Backend):
             compression=self._compression(),
             session=RecordingSession(self.delivery),
         )
-        interval_ms = self.config.export.metric_interval * 1000
-        return (PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms),)
+        return PeriodicExportingMetricReader(exporter, export_interval_millis=self.config.export.metric_interval * 1000)
 
 
 BACKEND = OtlpBackend

@@ -18,24 +18,18 @@ exporter's own rules). Traces are not handled: pair it with ``otlp`` or
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
-from wsgiref.simple_server import WSGIServer
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_attribute, sanitize_full_name
-from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.metrics_core import Metric as PrometheusMetric
-from prometheus_client.registry import Collector
+from opentelemetry.sdk.resources import Resource
 
-from otel_hakgal.backends import Backend
-from otel_hakgal.config import setting
-from otel_hakgal.conventions import PROCESS_METRICS
+from otel_hakgal.backends.base import Backend, Parts
+from otel_hakgal.config import Config, setting
+
+if TYPE_CHECKING:  # the prometheus extra: imported when the backend starts
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from otel_hakgal.backends._prometheus_endpoint import Endpoint, MergedCollector, ProcessMetricsInstrumentor
 
 logger = logging.getLogger("otel_hakgal")
 
@@ -79,6 +73,8 @@ def prometheus_name(name: str, unit: str, instrument: str) -> str:
     get ``_total`` and histograms ``_bucket``/``_sum``/``_count`` on their series
     (see :func:`series_names`).
     """
+    from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
+
     del instrument  # the family name does not depend on it; kept for symmetry with series_names
     family = sanitize_full_name(name)
     suffix = map_unit(unit)
@@ -99,60 +95,43 @@ def series_names(name: str, unit: str, instrument: str) -> tuple[str, ...]:
 
 def label_name(attribute: str) -> str:
     """The Prometheus label an OTel attribute key becomes (``gen_ai.provider.name`` -> ``gen_ai_provider_name``)."""
+    from opentelemetry.exporter.prometheus._mapping import sanitize_attribute
+
     return sanitize_attribute(attribute)
-
-
-class _ProcessMetricsInstrumentor(SystemMetricsInstrumentor):
-    """Our own instance of the system-metrics instrumentor.
-
-    ``BaseInstrumentor`` is a per-class singleton; a subclass with its own
-    ``_instance`` keeps ours apart from one that zero-code auto-instrumentation
-    may have started on the global MeterProvider.
-    """
-
-    _instance = None
-
-
-def _process_metrics_config() -> dict[str, list[str] | None]:
-    config: dict[str, list[str] | None] = {}
-    for definition in PROCESS_METRICS:
-        config[definition.name] = ["user", "system"] if definition.name.startswith("process.cpu.") else None
-    return config
-
-
-class _MergedCollector(Collector):
-    """Serves several readers' collections as one, each metric family once."""
-
-    def __init__(self, registries: Sequence[CollectorRegistry]) -> None:
-        self._registries = tuple(registries)
-        self._lock = threading.Lock()
-
-    def collect(self) -> Iterable[PrometheusMetric]:
-        with self._lock:  # a collection drains the readers' queues: one scrape at a time
-            return list(self._merged())
-
-    def _merged(self) -> Iterator[PrometheusMetric]:
-        seen: set[str] = set()
-        for registry in self._registries:
-            for family in registry.collect():
-                if family.name in seen:  # e.g. process metrics also instrumented on the global provider
-                    continue
-                seen.add(family.name)
-                yield family
 
 
 class PrometheusBackend(Backend):
     name = "prometheus"
     Settings = PrometheusSettings
+    requires = (
+        "prometheus_client",
+        "opentelemetry.exporter.prometheus",
+        "opentelemetry.instrumentation.system_metrics",
+    )
+    extra = "prometheus"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.registry = CollectorRegistry(auto_describe=False)
-        self._main_registry = CollectorRegistry(auto_describe=False)
-        self.reader = PrometheusMetricReader(registry=self._main_registry)
-        registries = [self._main_registry]
+    def __init__(self, config: Config, resource: Resource) -> None:
+        super().__init__(config, resource)
+        self._endpoint: Endpoint | None = None
+        self._collector: MergedCollector | None = None
         self._process_provider: MeterProvider | None = None
-        self._instrumentor: _ProcessMetricsInstrumentor | None = None
+        self._instrumentor: ProcessMetricsInstrumentor | None = None
+
+    def create_parts(self) -> Parts:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+        from prometheus_client import CollectorRegistry
+
+        from otel_hakgal.backends._prometheus_endpoint import (
+            Endpoint,
+            MergedCollector,
+            ProcessMetricsInstrumentor,
+            process_metrics_config,
+        )
+
+        main_registry = CollectorRegistry(auto_describe=False)
+        reader = PrometheusMetricReader(registry=main_registry)
+        registries = [main_registry]
         if self.settings.process_metrics:
             process_registry = CollectorRegistry(auto_describe=False)
             # target_info comes from the main reader already.
@@ -160,26 +139,22 @@ class PrometheusBackend(Backend):
             self._process_provider = MeterProvider(
                 resource=self.resource, metric_readers=[process_reader], shutdown_on_exit=False
             )
-            self._instrumentor = _ProcessMetricsInstrumentor(config=_process_metrics_config())
+            self._instrumentor = ProcessMetricsInstrumentor(config=process_metrics_config())
             self._instrumentor.instrument(meter_provider=self._process_provider)
             registries.append(process_registry)
-        self.registry.register(_MergedCollector(registries))
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
-        self._serve()
-
-    def _serve(self) -> None:
+        self._collector = MergedCollector(registries)
         host, port = self.settings.host, self.settings.port
         try:
-            self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+            self._endpoint = Endpoint.serve(host, port, self._collector)
         except OSError as error:
             # Telemetry never stops the app: without the endpoint, metrics are simply not scraped.
             logger.error("prometheus backend: cannot listen on %s:%s (%s); metrics are not served", host, port, error)
+        return Parts(metric_readers=(reader,))
 
     @property
     def port(self) -> int | None:
         """The port the endpoint listens on (the chosen one when configured with 0), or None."""
-        return None if self._server is None else int(self._server.server_port)
+        return None if self._endpoint is None else self._endpoint.key[1]
 
     @property
     def url(self) -> str | None:
@@ -189,20 +164,13 @@ class PrometheusBackend(Backend):
         host = self.settings.host
         return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}/metrics"
 
-    def metric_readers(self) -> Sequence[MetricReader]:
-        return (self.reader,)
-
     def shutdown(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        if self._endpoint is not None and self._collector is not None:
+            self._endpoint.release(self._collector)
+            self._endpoint = None
         if self._instrumentor is not None:
             self._instrumentor.uninstrument()
             self._instrumentor = None
         if self._process_provider is not None:
             self._process_provider.shutdown()
             self._process_provider = None
-
-
-BACKEND = PrometheusBackend

@@ -1,0 +1,99 @@
+"""The ``prometheus`` backend's scrape endpoint and process metrics (imported only when it starts)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import ClassVar
+from wsgiref.simple_server import WSGIServer
+
+from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import Metric as PrometheusMetric
+from prometheus_client.registry import Collector
+
+from otel_hakgal.conventions import PROCESS_METRICS
+
+
+class ProcessMetricsInstrumentor(SystemMetricsInstrumentor):  # type: ignore[misc]
+    """Our own instance of the system-metrics instrumentor.
+
+    ``BaseInstrumentor`` is a per-class singleton; a subclass with its own
+    ``_instance`` keeps ours apart from one that zero-code auto-instrumentation
+    may have started on the global MeterProvider.
+    """
+
+    _instance = None
+
+
+def process_metrics_config() -> dict[str, list[str] | None]:
+    config: dict[str, list[str] | None] = {}
+    for definition in PROCESS_METRICS:
+        config[definition.name] = ["user", "system"] if definition.name.startswith("process.cpu.") else None
+    return config
+
+
+class MergedCollector(Collector):
+    """Serves several readers' collections as one, each metric family once."""
+
+    def __init__(self, registries: Sequence[CollectorRegistry]) -> None:
+        self._registries = tuple(registries)
+        self._lock = threading.Lock()
+
+    def collect(self) -> Iterable[PrometheusMetric]:
+        with self._lock:  # a collection drains the readers' queues: one scrape at a time
+            return list(self._merged())
+
+    def _merged(self) -> Iterator[PrometheusMetric]:
+        seen: set[str] = set()
+        for registry in self._registries:
+            for family in registry.collect():
+                if family.name in seen:  # e.g. process metrics also instrumented on the global provider
+                    continue
+                seen.add(family.name)
+                yield family
+
+
+class Endpoint(Collector):
+    """One scrape endpoint per (host, port), handed from a backend to the one that replaces it.
+
+    ``setup()`` starts the new backends before it stops the old ones, so a
+    reconfigured ``prometheus`` backend finds its port still taken by its
+    predecessor: it takes over the running endpoint instead of failing to bind.
+    """
+
+    _open: ClassVar[dict[tuple[str, int], Endpoint]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, key: tuple[str, int], server: WSGIServer) -> None:
+        self.key = key
+        self.server = server
+        self.source: Collector | None = None
+
+    def collect(self) -> Iterable[PrometheusMetric]:
+        source = self.source
+        return source.collect() if source is not None else ()
+
+    @classmethod
+    def serve(cls, host: str, port: int, source: Collector) -> Endpoint:
+        """The endpoint on ``host:port`` now serving ``source``; raises ``OSError`` if the port is taken."""
+        with cls._lock:
+            endpoint = cls._open.get((host, port)) if port else None
+            if endpoint is None:
+                registry = CollectorRegistry(auto_describe=False)
+                server, _ = start_http_server(port, addr=host, registry=registry)
+                endpoint = cls(key=(host, port or int(server.server_port)), server=server)
+                registry.register(endpoint)
+                cls._open[endpoint.key] = endpoint
+            endpoint.source = source
+            return endpoint
+
+    def release(self, source: Collector) -> None:
+        """Stop serving ``source``; close the endpoint unless a newer backend took it over."""
+        with self._lock:
+            if self.source is not source:
+                return
+            self.source = None
+            self._open.pop(self.key, None)
+        self.server.shutdown()
+        self.server.server_close()
