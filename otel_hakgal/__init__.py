@@ -33,10 +33,11 @@ from otel_hakgal.context import (
     propagation_headers,
     start_thread,
 )
-from otel_hakgal.pipeline import Handle, setup
+from otel_hakgal.pipeline import BackendStartError, Handle, setup
 from otel_hakgal.version import __version__
 
 __all__ = [
+    "BackendStartError",
     "CacheOp",
     "CommandOp",
     "Config",

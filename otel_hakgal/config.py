@@ -43,8 +43,10 @@ EnvParser = Callable[[str], Any]
 class ConfigError(ValueError):
     """The configuration is invalid. ``problems`` holds one line per problem."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], *, strict: bool = False) -> None:
         self.problems = problems
+        # Whether the configuration asked to stop on errors (``strict``), as far as it could be read.
+        self.strict = strict
         super().__init__("invalid otel_hakgal configuration:\n  " + "\n  ".join(problems))
 
 
@@ -662,7 +664,8 @@ def load_config(
     )
     problems.extend(_cross_checks(config))
     if problems:
-        raise ConfigError(list(dict.fromkeys(problems)))  # a problem two backends share is told once
+        # A problem two backends share is told once.
+        raise ConfigError(list(dict.fromkeys(problems)), strict=bool(root.get("strict", False)))
     return config
 
 

@@ -18,9 +18,9 @@ from typing import Any
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
-from otel_hakgal.config import STRICT_ENV, Config, ConfigError, load_config, parse_bool
+from otel_hakgal.config import Config, ConfigError, load_config, parse_bool
 from otel_hakgal.environment_variables import LAUNCHER_ENTRY_POINT_NAME
-from otel_hakgal.pipeline import Handle, setup
+from otel_hakgal.pipeline import BackendStartError, Handle, setup
 
 logger = logging.getLogger("otel_hakgal")
 
@@ -56,22 +56,26 @@ def _is_reloader_watcher(argv: list[str], environ: dict[str, str] | os._Environ[
 def start_from_environment(environ: dict[str, str] | os._Environ[str] | None = None) -> Handle | None:
     """Configure telemetry from the environment, as the launcher does.
 
-    A bad configuration prints one ERROR line and leaves telemetry off, so the
-    app still runs; with ``OTEL_HAKGAL_STRICT=1`` the program exits with 2.
+    A bad configuration, or a backend that cannot start, prints one ERROR line
+    and leaves telemetry off, so the app still runs; with ``strict`` (e.g.
+    ``OTEL_HAKGAL_STRICT=1``) the program exits with 2 instead.
     """
     environ = os.environ if environ is None else environ
     if _is_reloader_watcher(sys.argv, environ):
         return None
-    strict = parse_bool(environ.get(STRICT_ENV, "") or "0")
+    strict = False
     try:
         config = load_config(environ=environ)
+        strict = config.strict
+        return setup(config)
     except ConfigError as error:
-        line = "; ".join(error.problems)
-        if strict:
-            print(f"otel_hakgal ERROR: {line} (OTEL_HAKGAL_STRICT is set: not starting)", file=sys.stderr, flush=True)
-            # SystemExit from the launcher's sitecustomize becomes a fatal-error dump
-            # with exit status 1; nothing has started yet, so leave directly.
-            os._exit(EXIT_BAD_CONFIG)
-        print(f"otel_hakgal ERROR: {line}; telemetry is off", file=sys.stderr, flush=True)
-        return setup(Config(backends=(), disabled=True))
-    return setup(config)
+        strict, line = error.strict, "; ".join(error.problems)
+    except BackendStartError as error:
+        line = str(error)
+    if strict:
+        print(f"otel_hakgal ERROR: {line} (strict is set: not starting)", file=sys.stderr, flush=True)
+        # SystemExit from the launcher's sitecustomize becomes a fatal-error dump
+        # with exit status 1; the app has not started yet, so leave directly.
+        os._exit(EXIT_BAD_CONFIG)
+    print(f"otel_hakgal ERROR: {line}; telemetry is off", file=sys.stderr, flush=True)
+    return setup(Config(backends=(), disabled=True))

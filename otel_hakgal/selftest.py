@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from otel_hakgal.api import capture_exception, capture_message, command, prover, query
+from otel_hakgal.backends.base import Backend
 from otel_hakgal.config import ConfigError, load_config
 from otel_hakgal.conventions import ProverResult
-from otel_hakgal.pipeline import setup
+from otel_hakgal.pipeline import BackendStartError, setup
 
 TEST_ERROR = "Test error for the otel_hakgal integration"
 TEST_MESSAGE = "HAK-GAL otel_hakgal integration test"
@@ -53,7 +54,11 @@ def run_selftest(config_path: str | None, out: TextIO = sys.stdout, timeout_s: f
     except ConfigError as error:
         print(f"otel-hakgal selftest: {error}", file=out)
         return EXIT_CONFIG_ERROR
-    handle = setup(config)
+    try:
+        handle = setup(config)
+    except BackendStartError as error:
+        print(f"otel-hakgal selftest: {error}", file=out)
+        return EXIT_FAILED
     try:
         send_test_signals()
         flushed = handle.force_flush(timeout_s)
@@ -64,10 +69,7 @@ def run_selftest(config_path: str | None, out: TextIO = sys.stdout, timeout_s: f
     return EXIT_OK if reports and all(r.ok for r in reports) else EXIT_FAILED
 
 
-def _report(name: str, backend: object, flushed: bool) -> BackendReport:
-    from otel_hakgal.backends import Backend
-
-    assert isinstance(backend, Backend)
+def _report(name: str, backend: Backend, flushed: bool) -> BackendReport:
     if not backend.remote:
         return BackendReport(name, True, "delivered in process")
     log = backend.delivery

@@ -19,6 +19,7 @@ import pytest
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan
 
+from otel_hakgal.backends.memory import MemoryBackend
 from otel_hakgal.pipeline import Handle, setup
 from otel_hakgal.testing.receiver import OtlpReceiver, ReceivedPoint, ReceivedSpan
 from otel_hakgal.testing.sentry_receiver import SentryReceiver
@@ -73,12 +74,12 @@ class TelemetryRecorder:
         self.handle: Handle = setup(backends=["memory"], **setup_kwargs)
 
     @property
-    def _memory(self) -> Any:
-        return self.handle.backend("memory")
+    def _memory(self) -> MemoryBackend:
+        return self.handle.backend(MemoryBackend)
 
     def spans(self) -> list[ReadableSpan]:
         """Finished spans, in the order they ended."""
-        return self._memory.spans()  # type: ignore[no-any-return]
+        return self._memory.spans()
 
     def spans_named(self, name: str) -> list[ReadableSpan]:
         return [span for span in self.spans() if span.name == name]
