@@ -92,7 +92,9 @@ def test_bad_sample_ratio(tmp_path: Path) -> None:
 def test_malformed_endpoint_url(tmp_path: Path) -> None:
     [problem] = _problems(_write(tmp_path, '[otlp]\nendpoint = "localhost:4318"\n'))
     assert "'otlp.endpoint'" in problem and "'localhost:4318'" in problem and "http://" in problem
-    [problem] = _problems(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://host:notaport"})
+    # Read only when the otlp backend is in use.
+    assert load_config(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://host:notaport"}).backends == ("console",)
+    [problem] = _problems(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://host:notaport", "OTEL_HAKGAL_BACKENDS": "otlp"})
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" in problem
 
 
@@ -178,3 +180,73 @@ def test_otel_traces_exporter_chooses_backends_below_the_layers_own_settings(tmp
     assert load_config(path, environ={"OTEL_TRACES_EXPORTER": "otlp"}).backends == ("none",)
     [problem] = _problems(environ={"OTEL_TRACES_EXPORTER": "zipkin"})
     assert "OTEL_TRACES_EXPORTER" in problem and "'zipkin'" in problem
+
+
+# What check-config accepted and setup() then failed on (issue 13): now refused by both, before anything starts.
+SETUP_FAILURES = {
+    "two sentry backends": ('backends = ["sentry", "sentry-otlp"]\n', {}, "choose one"),
+    "sentry rate against the sampler": (
+        'backends = ["sentry"]\n[sampling]\nratio = 0.5\n[sentry]\ntraces_sample_rate = 1.0\n',
+        {},
+        "sentry.traces_sample_rate",
+    ),
+    "negative schedule delay": ("", {"OTEL_BSP_SCHEDULE_DELAY": "-5"}, "OTEL_BSP_SCHEDULE_DELAY"),
+    "negative queue size": ("", {"OTEL_BSP_MAX_QUEUE_SIZE": "-1"}, "OTEL_BSP_MAX_QUEUE_SIZE"),
+    "negative attribute length": ("", {"OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "-1"}, "OTEL_SPAN_ATTRIBUTE_VALUE"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SETUP_FAILURES))
+def test_check_config_rejects_what_setup_would_fail_on(tmp_path: Path, case: str) -> None:
+    text, env, expected = SETUP_FAILURES[case]
+    path = _write(tmp_path, text or 'backends = ["otlp"]\n')
+    result = _check_config(str(path), env=env)
+    assert result.returncode == 2, result.stdout
+    assert expected in result.stderr
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=env)
+    assert any(expected in problem for problem in caught.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("env", "build"),
+    [
+        ({"OTEL_BSP_SCHEDULE_DELAY": "-5"}, "batch"),
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "-1"}, "batch"),
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "10", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "20"}, "batch"),
+        ({"OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "-1"}, "limits"),
+        ({"OTEL_SPAN_EVENT_COUNT_LIMIT": "-3"}, "limits"),
+    ],
+)
+def test_the_sdk_itself_fails_on_what_the_config_refuses(
+    env: dict[str, str], build: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config's rules are the SDK's: each value it refuses makes the SDK raise when it reads it."""
+    from opentelemetry.sdk.trace import SpanLimits
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    with pytest.raises(ConfigError):
+        load_config(environ=env)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError):
+        BatchSpanProcessor(InMemorySpanExporter()) if build == "batch" else SpanLimits()
+
+
+def test_sdk_variables_reach_the_config() -> None:
+    config = load_config(
+        environ={
+            "OTEL_BSP_SCHEDULE_DELAY": "250",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "64",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "32",
+            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "300",
+            "OTEL_SPAN_LINK_COUNT_LIMIT": "0",
+        }
+    )
+    assert (config.batch.schedule_delay, config.batch.max_queue_size, config.batch.max_export_batch_size) == (
+        0.25,
+        64,
+        32,
+    )
+    assert config.redaction.max_attribute_length == 300 and config.limits.link_count == 0

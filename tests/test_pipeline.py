@@ -147,7 +147,7 @@ def test_setup_rejects_bad_configuration(bad: dict[str, object]) -> None:
 def test_a_failing_span_processor_never_reaches_the_app_or_the_other_backends() -> None:
     from opentelemetry.sdk.trace import SpanProcessor
 
-    from otel_hakgal.pipeline import _Process
+    from otel_hakgal.pipeline import _PLUMBING
 
     class Broken(SpanProcessor):
         def on_start(self, span: object, parent_context: object = None) -> None:
@@ -158,7 +158,7 @@ def test_a_failing_span_processor_never_reaches_the_app_or_the_other_backends() 
 
     handle = hg.setup(backends=["memory"])
     try:
-        _Process.fan_out.processors = (Broken(), *_Process.fan_out.processors)
+        _PLUMBING.fan_out.processors = (Broken(), *_PLUMBING.fan_out.processors)
         _workload()
         assert len(handle.backend("memory").spans()) == 3
     finally:
