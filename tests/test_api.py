@@ -1,11 +1,19 @@
+import asyncio
+import dataclasses
+import inspect
+import logging
 import subprocess
 import sys
 
 import pytest
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import SpanKind, StatusCode
 
 import otel_hakgal as hg
+from otel_hakgal import api, runtime
+from otel_hakgal.config import load_config
 from otel_hakgal.conventions import Attr, ErrorType, Metric, ProverResult, SpanName
+from otel_hakgal.instruments import Instruments
 from otel_hakgal.testing import TelemetryRecorder
 
 
@@ -164,8 +172,161 @@ def test_cache_metrics_count_hits_and_misses(hakgal_telemetry: TelemetryRecorder
             lookup.set_hit(hit)
     assert hakgal_telemetry.counter_value(Metric.CACHE_LOOKUPS, {Attr.CACHE_HIT: True}) == 2
     assert hakgal_telemetry.counter_value(Metric.CACHE_LOOKUPS, {Attr.CACHE_HIT: False}) == 1
-    with pytest.raises(ValueError):
-        hg.cache_lookup("no-such-cache")
+
+
+def test_unknown_values_become_other_with_one_warning_per_kind(
+    hakgal_telemetry: TelemetryRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    api._cache_names.reset()
+    api._prover_results.reset()
+    caplog.set_level(logging.WARNING, logger="otel_hakgal.api")
+    for cache in ("redis", "redis", "redis", "memcached"):
+        with hg.cache_lookup(cache) as lookup:
+            lookup.hit()
+    for _ in range(2):
+        with hg.prover("z3") as prover:
+            prover.set_result("maybe", reason="?")
+    caches = hakgal_telemetry.spans_named("hakgal.cache _OTHER")
+    assert [s.attributes[Attr.CACHE_NAME] for s in caches] == ["_OTHER"] * 4
+    assert hakgal_telemetry.counter_value(Metric.CACHE_LOOKUPS, {Attr.CACHE_NAME: "_OTHER"}) == 4
+    provers = hakgal_telemetry.spans_named("hakgal.prover z3")
+    assert [s.attributes[Attr.PROVER_RESULT] for s in provers] == ["_OTHER"] * 2
+    assert all(s.status.status_code is StatusCode.UNSET for s in provers)
+    assert hakgal_telemetry.counter_value(Metric.PROVER_RUNS, {Attr.PROVER_RESULT: "_OTHER"}) == 2
+    warnings = [r.getMessage() for r in caplog.records if r.name == "otel_hakgal.api"]
+    assert len(warnings) == 2, warnings
+    assert "unknown cache name 'redis' recorded as _OTHER (known: proof, prompt, oracle)" in warnings[0]
+    assert "unknown prover result 'maybe' recorded as _OTHER" in warnings[1]
+
+
+def test_unknown_value_warnings_are_rate_limited(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(api, "monotonic", lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="otel_hakgal.api")
+    colours = api._UnknownValues("colour", ["red"], interval_s=60)
+    assert colours("red") == "red"
+    assert [colours(c) for c in ("blue", "green", "blue")] == ["_OTHER"] * 3
+    now[0] += 59
+    assert colours("pink") == "_OTHER"
+    now[0] += 2
+    assert colours("teal") == "_OTHER"
+    assert colours(42) == "_OTHER"  # not even a string: still no exception
+    warnings = [r.getMessage() for r in caplog.records if r.name == "otel_hakgal.api"]
+    assert len(warnings) == 2, warnings
+    assert "'blue'" in warnings[0] and "suppressed" not in warnings[0]
+    assert "'teal'" in warnings[1] and warnings[1].endswith("(3 similar suppressed)")
+
+
+def test_step_takes_attributes_with_dotted_keys(hakgal_telemetry: TelemetryRecorder) -> None:
+    with hg.step(SpanName.RAG_RETRIEVE, attributes={Attr.RAG_CHUNK_COUNT: 3, "hakgal.rag.source": "corpus"}):
+        pass
+    span = hakgal_telemetry.span(SpanName.RAG_RETRIEVE)
+    assert span.attributes[Attr.RAG_CHUNK_COUNT] == 3
+    assert span.attributes["hakgal.rag.source"] == "corpus"
+
+
+def test_optional_arguments_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        hg.prover("z3", 1)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        hg.llm_call("deepseek", "deepseek-chat", "chat")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        hg.step(SpanName.PARSE, rows=3)  # type: ignore[call-arg]
+
+
+def test_decorator_reads_the_configuration_at_call_time() -> None:
+    @hg.command("ask", text="secret question")
+    def ask() -> None:
+        pass
+
+    recorder = TelemetryRecorder(settings={"redaction.text_mode": "hash"})
+    try:
+        ask()
+        recorded = recorder.span("hakgal.command ask").attributes[Attr.COMMAND_TEXT]
+        assert recorded.startswith("sha256:") and "secret" not in recorded
+    finally:
+        recorder.close()
+
+
+def test_an_operation_keeps_the_runtime_it_started_with(
+    hakgal_telemetry: TelemetryRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started_with = runtime.current
+    other = dataclasses.replace(
+        started_with,
+        instruments=Instruments.create(NoOpMeterProvider()),
+        config=load_config(overrides={"genai.capture_message_content": True}, environ={}),
+    )
+    with hg.llm_call("deepseek", "deepseek-chat") as call:
+        monkeypatch.setattr(runtime, "current", other)  # a setup() elsewhere, while the call is open
+        call.record_messages([{"role": "user", "content": "Hauptstadt?"}])
+        call.record_usage(10, 2)
+    monkeypatch.setattr(runtime, "current", started_with)
+    attrs = hakgal_telemetry.span("chat deepseek-chat").attributes
+    assert Attr.GEN_AI_INPUT_MESSAGES not in attrs  # the config it started with does not capture content
+    assert hakgal_telemetry.histogram_count(Metric.GEN_AI_OPERATION_DURATION) == 1  # its instruments
+
+
+def test_long_values_are_cut_by_the_pipeline() -> None:
+    recorder = TelemetryRecorder(settings={"redaction.max_attribute_length": 40, "genai.capture_message_content": True})
+    try:
+        formula = "Hauptstadt(" + ", ".join(f"x{i}" for i in range(100)) + ")."
+        with hg.query("q") as q:
+            q.set_formula(formula)
+        with hg.llm_call("deepseek", "deepseek-chat") as call:
+            call.record_messages([{"role": "user", "content": "lang " * 100}], [{"content": "kurz " * 100}])
+        assert recorder.span(SpanName.QUERY).attributes[Attr.QUERY_FORMULA] == formula[:40]
+        attrs = recorder.span("chat deepseek-chat").attributes
+        assert len(attrs[Attr.GEN_AI_INPUT_MESSAGES]) == 40
+        assert len(attrs[Attr.GEN_AI_OUTPUT_MESSAGES]) == 40
+    finally:
+        recorder.close()
+
+
+def test_decorated_coroutine_is_covered_by_its_span(hakgal_telemetry: TelemetryRecorder) -> None:
+    @hg.step("hakgal.async_step")
+    async def slow(x: int) -> int:
+        op = hg.current()
+        assert isinstance(op, hg.StepOp)
+        await asyncio.sleep(0.05)
+        assert hg.current() is op
+        return x * 2
+
+    async def main() -> list[int]:
+        with hg.command("ask"):
+            return list(await asyncio.gather(slow(1), slow(2)))
+
+    assert inspect.iscoroutinefunction(slow)
+    assert slow.__name__ == "slow"
+    assert asyncio.run(main()) == [2, 4]
+    command = hakgal_telemetry.span("hakgal.command ask")
+    steps = hakgal_telemetry.spans_named("hakgal.async_step")
+    assert len({s.context.span_id for s in steps}) == 2
+    for span in steps:
+        assert span.end_time is not None and span.start_time is not None
+        assert (span.end_time - span.start_time) / 1e9 >= 0.05
+        assert span.parent is not None and span.parent.span_id == command.context.span_id
+    assert hg.current() is None
+
+
+def test_decorated_coroutine_records_its_exception(hakgal_telemetry: TelemetryRecorder) -> None:
+    @hg.prover("oracle")
+    async def ask_oracle() -> bool:
+        await asyncio.sleep(0.02)
+        raise ProviderDown("oracle down")
+
+    with pytest.raises(ProviderDown, match="oracle down"):
+        asyncio.run(ask_oracle())
+    span = hakgal_telemetry.span("hakgal.prover oracle")
+    assert span.end_time is not None and span.start_time is not None
+    assert (span.end_time - span.start_time) / 1e9 >= 0.02
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes[Attr.ERROR_TYPE] == "ProviderDown"
+    assert span.attributes[Attr.PROVER_RESULT] == "error"
+    assert [e.name for e in span.events] == ["exception"]
+    assert hakgal_telemetry.counter_value(Metric.ERRORS, {Attr.ERROR_TYPE: "ProviderDown"}) == 1
 
 
 def test_capture_exception_reports_a_handled_error(hakgal_telemetry: TelemetryRecorder) -> None:

@@ -1,12 +1,15 @@
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from opentelemetry import trace
 
 import otel_hakgal as hg
+from otel_hakgal import runtime
+from otel_hakgal.backends.memory import MemoryBackend
 from otel_hakgal.conventions import Attr, Metric, SpanName
 from otel_hakgal.testing import OtlpReceiver, jsonl_metric_names, jsonl_spans
 
@@ -205,3 +208,93 @@ def test_scrubbing_can_be_turned_off_but_the_cut_stays() -> None:
     assert kept.attributes is not None
     assert kept.attributes["url.query"] == "api_key=abcdefgh12345678"
     assert kept.attributes["long"] == "x" * 30
+
+
+@pytest.fixture
+def exploding_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A registered third-party backend whose start() fails."""
+    from otel_hakgal.backends import registry
+    from tests.support.plugins import EXPLODING, install_plugin
+
+    monkeypatch.syspath_prepend(
+        str(install_plugin(tmp_path, "exploding", "exploding_backend:ExplodingBackend", EXPLODING))
+    )
+    registry._targets.cache_clear()
+    registry.backend_class.cache_clear()
+    yield
+    registry._targets.cache_clear()
+    registry.backend_class.cache_clear()
+
+
+def test_a_backend_that_fails_to_start_leaves_the_previous_setup_running(
+    exploding_backend: None, otlp_receiver: OtlpReceiver
+) -> None:
+    from otel_hakgal.pipeline import active_handle
+
+    first = hg.setup(backends=["memory"])
+    try:
+        with pytest.raises(hg.BackendStartError, match="'exploding' failed to start: OSError: cannot open the loft"):
+            hg.setup(backends=["otlp", "exploding"], settings={"otlp.endpoint": otlp_receiver.endpoint})
+        assert active_handle() is first and first.active
+        with hg.command("status"):
+            pass
+        assert [s.name for s in first.backend(MemoryBackend).spans()] == ["hakgal.command status"]
+        # The otlp backend that had started was stopped again: nothing reaches its receiver.
+        time.sleep(0.3)
+        assert otlp_receiver.spans() == []
+    finally:
+        first.shutdown()
+
+
+def test_reconfiguring_starts_the_new_backends_before_the_old_ones_stop(tmp_path: Path) -> None:
+    """Spans ended during a reconfiguration are not lost: the switch is one step."""
+    first = hg.setup(backends=["memory"])
+    second = hg.setup(backends=["memory"], settings={"redaction.text_mode": "omit"})
+    try:
+        assert not first.active and second.active
+        with hg.command("status", text="status please"):
+            pass
+        assert first.backend(MemoryBackend).spans() == []
+        [span] = second.backend(MemoryBackend).spans()
+        assert Attr.COMMAND_TEXT not in (span.attributes or {})  # the new configuration's policy
+        assert runtime.current.config is second.config
+    finally:
+        second.shutdown()
+    assert runtime.current.config.backends == () and runtime.current.backends == ()
+
+
+def test_shutdown_returns_the_api_to_the_idle_runtime() -> None:
+    handle = hg.setup(backends=["memory"], settings={"redaction.text_mode": "omit"})
+    assert runtime.current.scrubber is not None and runtime.current.config.redaction.text_mode == "omit"
+    handle.shutdown()
+    assert runtime.current.scrubber is None and runtime.current.config.redaction.text_mode == "truncate"
+    with hg.command("status", text="after shutdown"):  # still usable, sends nothing
+        pass
+
+
+def test_handle_backend_by_name_or_class_and_public_stats(otlp_receiver: OtlpReceiver) -> None:
+    from otel_hakgal.backends.otlp import OtlpBackend
+
+    handle = hg.setup(
+        backends=["otlp"],
+        settings={
+            "otlp.endpoint": otlp_receiver.endpoint,
+            "batch.max_queue_size": 4,
+            "batch.max_export_batch_size": 4,
+            "batch.schedule_delay": 60,
+        },
+    )
+    try:
+        assert handle.backend(OtlpBackend) is handle.backend("otlp")
+        with pytest.raises(KeyError, match="'sentry' is not active; active: otlp"):
+            handle.backend("sentry")
+        otlp_receiver.go_down()
+        for _ in range(10):
+            with hg.step("hakgal.parse"):
+                pass
+        [queue] = handle.stats()["otlp"].queues.values()
+        assert queue.capacity == 4 and queue.queued <= 4 and queue.dropped >= 1
+        assert handle.stats()["otlp"].dropped == queue.dropped
+    finally:
+        otlp_receiver.heal()
+        handle.shutdown(timeout_s=2)

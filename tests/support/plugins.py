@@ -1,0 +1,33 @@
+"""Third-party backends for tests: a module plus a ``dist-info`` whose entry point registers it."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+EXPLODING = '''
+from otel_hakgal.backends import Backend
+
+
+class ExplodingBackend(Backend):
+    """Starts like a backend whose collector socket cannot be opened."""
+
+    name = "exploding"
+
+    def create_parts(self):
+        raise OSError("cannot open the loft: permission denied")
+'''
+
+
+def install_plugin(directory: Path, name: str, target: str, code: str) -> Path:
+    """Write ``code`` as module ``<module of target>`` registered as backend ``name``; returns ``directory``.
+
+    Put ``directory`` on ``sys.path`` (or ``PYTHONPATH``) to make the backend visible.
+    """
+    module = target.partition(":")[0]
+    (directory / f"{module}.py").write_text(textwrap.dedent(code))
+    dist = directory / f"{module}-1.0.dist-info"
+    dist.mkdir(exist_ok=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[otel_hakgal.backends]\n{name} = {target}\n")
+    return directory
