@@ -237,9 +237,9 @@ class Variant:
         sets off (that is measured by the throughput).
         """
         import otel_hakgal as hg
-        from otel_hakgal._state import state
+        from otel_hakgal import runtime
 
-        tracer = state.tracer
+        tracer = runtime.current.tracer
         manual: list[float] = []
         raw: list[float] = []
         perf = time.perf_counter
