@@ -7,7 +7,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import ClassVar
 from wsgiref.simple_server import WSGIServer
 
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric as PrometheusMetric
 from prometheus_client.registry import Collector
@@ -15,7 +18,7 @@ from prometheus_client.registry import Collector
 from otel_hakgal.conventions import PROCESS_METRICS
 
 
-class ProcessMetricsInstrumentor(SystemMetricsInstrumentor):  # type: ignore[misc]
+class ProcessMetricsInstrumentor(SystemMetricsInstrumentor):
     """Our own instance of the system-metrics instrumentor.
 
     ``BaseInstrumentor`` is a per-class singleton; a subclass with its own
@@ -97,3 +100,42 @@ class Endpoint(Collector):
             self._open.pop(self.key, None)
         self.server.shutdown()
         self.server.server_close()
+
+
+class ProcessMetrics:
+    """Process resource usage on a MeterProvider of its own, shared by a backend and the one replacing it.
+
+    The instrumentor is a per-class singleton: a second backend instrumenting
+    while its predecessor still runs would get nothing, and the predecessor's
+    shutdown would uninstrument both. So one instance serves all users, and the
+    last one to leave stops it.
+    """
+
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _shared: ClassVar[ProcessMetrics | None] = None
+
+    def __init__(self, resource: Resource) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        # target_info comes from the backend's main reader already.
+        reader = PrometheusMetricReader(registry=self.registry, disable_target_info=True)
+        self._provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
+        self._instrumentor = ProcessMetricsInstrumentor(config=process_metrics_config())
+        self._instrumentor.instrument(meter_provider=self._provider)
+        self._users = 0
+
+    @classmethod
+    def acquire(cls, resource: Resource) -> ProcessMetrics:
+        with cls._lock:
+            if cls._shared is None:
+                cls._shared = cls(resource)
+            cls._shared._users += 1
+            return cls._shared
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            ProcessMetrics._shared = None
+        self._instrumentor.uninstrument()
+        self._provider.shutdown()

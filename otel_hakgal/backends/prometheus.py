@@ -27,9 +27,7 @@ from otel_hakgal.backends.base import Backend, Parts
 from otel_hakgal.config import Config, setting
 
 if TYPE_CHECKING:  # the prometheus extra: imported when the backend starts
-    from opentelemetry.sdk.metrics import MeterProvider
-
-    from otel_hakgal.backends._prometheus_endpoint import Endpoint, MergedCollector, ProcessMetricsInstrumentor
+    from otel_hakgal.backends._prometheus_endpoint import Endpoint, MergedCollector, ProcessMetrics
 
 logger = logging.getLogger("otel_hakgal")
 
@@ -114,34 +112,20 @@ class PrometheusBackend(Backend):
         super().__init__(config, resource)
         self._endpoint: Endpoint | None = None
         self._collector: MergedCollector | None = None
-        self._process_provider: MeterProvider | None = None
-        self._instrumentor: ProcessMetricsInstrumentor | None = None
+        self._process_metrics: ProcessMetrics | None = None
 
     def create_parts(self) -> Parts:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from opentelemetry.sdk.metrics import MeterProvider
         from prometheus_client import CollectorRegistry
 
-        from otel_hakgal.backends._prometheus_endpoint import (
-            Endpoint,
-            MergedCollector,
-            ProcessMetricsInstrumentor,
-            process_metrics_config,
-        )
+        from otel_hakgal.backends._prometheus_endpoint import Endpoint, MergedCollector, ProcessMetrics
 
         main_registry = CollectorRegistry(auto_describe=False)
         reader = PrometheusMetricReader(registry=main_registry)
         registries = [main_registry]
         if self.settings.process_metrics:
-            process_registry = CollectorRegistry(auto_describe=False)
-            # target_info comes from the main reader already.
-            process_reader = PrometheusMetricReader(registry=process_registry, disable_target_info=True)
-            self._process_provider = MeterProvider(
-                resource=self.resource, metric_readers=[process_reader], shutdown_on_exit=False
-            )
-            self._instrumentor = ProcessMetricsInstrumentor(config=process_metrics_config())
-            self._instrumentor.instrument(meter_provider=self._process_provider)
-            registries.append(process_registry)
+            self._process_metrics = ProcessMetrics.acquire(self.resource)
+            registries.append(self._process_metrics.registry)
         self._collector = MergedCollector(registries)
         host, port = self.settings.host, self.settings.port
         try:
@@ -168,9 +152,6 @@ class PrometheusBackend(Backend):
         if self._endpoint is not None and self._collector is not None:
             self._endpoint.release(self._collector)
             self._endpoint = None
-        if self._instrumentor is not None:
-            self._instrumentor.uninstrument()
-            self._instrumentor = None
-        if self._process_provider is not None:
-            self._process_provider.shutdown()
-            self._process_provider = None
+        if self._process_metrics is not None:
+            self._process_metrics.release()
+            self._process_metrics = None

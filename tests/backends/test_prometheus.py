@@ -56,9 +56,10 @@ def _record_every_layer_metric() -> None:
 
 
 def test_settings_defaults_and_validation() -> None:
-    settings = load_config(environ={}).settings_for("prometheus")
+    settings = load_config(overrides={"backends": ["prometheus"]}, environ={}).settings_for("prometheus")
     assert (settings.host, settings.port, settings.process_metrics) == ("127.0.0.1", 9464, True)
-    env = load_config(environ={"OTEL_EXPORTER_PROMETHEUS_PORT": "9999", "OTEL_EXPORTER_PROMETHEUS_HOST": "::1"})
+    environ = {"OTEL_EXPORTER_PROMETHEUS_PORT": "9999", "OTEL_EXPORTER_PROMETHEUS_HOST": "::1"}
+    env = load_config(overrides={"backends": ["prometheus"]}, environ=environ)
     assert (env.settings_for("prometheus").port, env.settings_for("prometheus").host) == (9999, "::1")
     with pytest.raises(ConfigError, match=r"prometheus\.port.*70000"):
         load_config(overrides={"prometheus.port": 70000}, environ={})
