@@ -23,8 +23,14 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    from otel_hakgal.demo.run import main as demo_main  # the demo is loaded only for this subcommand
-
+    try:
+        from otel_hakgal.demo.run import main as demo_main  # the demo is loaded only for this subcommand
+    except ModuleNotFoundError as error:
+        print(
+            f"otel-hakgal demo: {error.name} is not installed; install the demo with: pip install 'otel_hakgal[demo]'",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG_ERROR
     return int(demo_main(list(rest)))
 
 
