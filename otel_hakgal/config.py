@@ -35,6 +35,7 @@ EXPORTER_BACKENDS: Final = {"otlp": "otlp", "otlp_proto_http": "otlp", "console"
 BACKENDS_ENV: Final = "OTEL_HAKGAL_BACKENDS"
 STRICT_ENV: Final = "OTEL_HAKGAL_STRICT"
 ARGUMENT_SOURCE: Final = "setup() argument"
+DEFAULT_SOURCE: Final = "default"
 
 Validator = Callable[[Any], str | None]  # returns what is allowed, or None when valid
 EnvParser = Callable[[str], Any]
@@ -354,10 +355,17 @@ class Config:
     pricing: Mapping[str, Price] = field(default_factory=lambda: dict(DEFAULT_PRICING))
     backend_settings: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = None
+    # Where each key that was set came from (file, variable, argument), for problems found after loading.
+    key_sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def settings_for(self, backend: str) -> Any:
         """The typed settings section of ``backend`` (``None`` if it declares none)."""
         return self.backend_settings.get(backend)
+
+    def problem(self, key: str, message: str) -> str:
+        """One problem line about ``key``, naming where its value came from, as loading errors do."""
+        source = self.key_sources.get(key, DEFAULT_SOURCE)
+        return f"{source}: key '{key}': {message}"
 
 
 ROOT_SETTINGS: Final[dict[str, SettingSpec]] = {
@@ -633,7 +641,8 @@ def load_config(
     file_layer = _read_file(file_path) if file_path is not None else {}
     arg_layer = _normalise_overrides(overrides or {})
     root_env = _read_env(environ, problems, {})
-    root = _root_settings({**file_layer, **root_env, **arg_layer}, environ, problems)
+    root_layer = {**file_layer, **root_env, **arg_layer}
+    root = _root_settings(root_layer, environ, problems)
 
     # Only the sections in use are loaded: the core ones, the selected backends' and any the layers name.
     named = {key.partition(".")[0] for key in (*file_layer, *arg_layer) if "." in key}
@@ -660,7 +669,12 @@ def load_config(
 
     core = {name: built.pop(name) for name in CORE_SECTIONS}
     config = Config(
-        **root, **core, pricing=pricing, backend_settings=built, source=str(file_path) if file_path else None
+        **root,
+        **core,
+        pricing=pricing,
+        backend_settings=built,
+        source=str(file_path) if file_path else None,
+        key_sources={key: entry.source for key, entry in {**merged, **root_layer}.items()},
     )
     problems.extend(_cross_checks(config))
     if problems:
@@ -712,11 +726,16 @@ def _cross_checks(config: Config) -> list[str]:
     problems: list[str] = []
     batch = config.batch
     if batch.max_export_batch_size > batch.max_queue_size:
-        problems.append(
-            f"key 'batch.max_export_batch_size': {batch.max_export_batch_size} is not allowed; expected at most "
-            f"batch.max_queue_size ({batch.max_queue_size}) "
-            "(environment: OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_BSP_MAX_QUEUE_SIZE)"
-        )
+        # Blame the key that was set (the SDK's rule: a batch never exceeds the queue).
+        if "batch.max_export_batch_size" in config.key_sources:
+            key, value = "batch.max_export_batch_size", batch.max_export_batch_size
+            rule, other = "at most batch.max_queue_size", ("batch.max_queue_size", batch.max_queue_size)
+        else:
+            key, value = "batch.max_queue_size", batch.max_queue_size
+            rule = "at least batch.max_export_batch_size"
+            other = ("batch.max_export_batch_size", batch.max_export_batch_size)
+        source = config.key_sources.get(other[0], DEFAULT_SOURCE)
+        problems.append(config.problem(key, f"{value} is not allowed; expected {rule} ({other[1]}, from {source})"))
     if not config.disabled:
         for name in config.backends:
             problems.extend(registry.backend_class(name).check(config, config.settings_for(name)))
