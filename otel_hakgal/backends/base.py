@@ -111,8 +111,11 @@ class Backend:
             return []
         extra = cls.extra or cls.name
         return [
-            f"key 'backends': backend {cls.name!r} needs {', '.join(missing)}, which is not installed; "
-            f"install it with: pip install '{PACKAGE}[{extra}]'"
+            config.problem(
+                "backends",
+                f"backend {cls.name!r} needs {', '.join(missing)}, which is not installed; "
+                f"install it with: pip install '{PACKAGE}[{extra}]'",
+            )
         ]
 
     def start(self) -> Parts:
