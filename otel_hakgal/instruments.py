@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from opentelemetry.metrics import Counter, Histogram, Meter, MeterProvider, get_meter_provider
 
-from otel_hakgal.version import __version__
 from otel_hakgal.conventions import INSTRUMENTATION_SCOPE, Metric, MetricDef, metric_def
+from otel_hakgal.version import __version__
 
 
 def _histogram(meter: Meter, definition: MetricDef) -> Histogram:

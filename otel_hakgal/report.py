@@ -2,8 +2,9 @@
 
 The numbers come either from a Prometheus server that scrapes the
 ``prometheus`` backend (:func:`snapshot_from_prometheus`) or from in-process
-metrics, e.g. the ``memory`` backend's (:func:`snapshot_from_metrics`). Both
-fill the same :class:`Snapshot`, so the indicators are computed one way.
+metrics, e.g. the ``memory`` backend's (:func:`snapshot_from_metrics`). Each
+source only turns its data into points (:class:`Point`); :func:`snapshot_from_points`
+computes the :class:`Snapshot` from them, so the numbers are computed one way.
 
 :data:`INDICATORS` is also the source of the alert rules' expressions:
 ``configs/alerts/hakgal.rules.yml`` uses :meth:`Indicator.alert_expr` verbatim
@@ -18,14 +19,22 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, MetricsData, NumberDataPoint
 
 from otel_hakgal.backends.prometheus import label_name, series_names
-from otel_hakgal.conventions import Attr, Metric, Outcome, ProverResult, TokenType, metric_def
+from otel_hakgal.conventions import (
+    DEFAULT_COST_CURRENCY,
+    Attr,
+    Metric,
+    Outcome,
+    ProverResult,
+    TokenType,
+    metric_def,
+)
 
 # --- Prometheus names, derived from the conventions ------------------------
 
@@ -39,28 +48,17 @@ def _series(metric: str, suffix: str = "") -> str:
     return next(n for n in names if n.endswith("_" + suffix))
 
 
+# The series and labels the indicators use (the report's own reads come from READ below).
 COMMAND_COUNT: Final = _series(Metric.COMMAND_DURATION, "count")
 COMMAND_SUM: Final = _series(Metric.COMMAND_DURATION, "sum")
-COMMAND_BUCKET: Final = _series(Metric.COMMAND_DURATION, "bucket")
 PROVER_RUNS: Final = _series(Metric.PROVER_RUNS)
-PROVER_BUCKET: Final = _series(Metric.PROVER_DURATION, "bucket")
 LLM_COUNT: Final = _series(Metric.GEN_AI_OPERATION_DURATION, "count")
-LLM_SUM: Final = _series(Metric.GEN_AI_OPERATION_DURATION, "sum")
-LLM_BUCKET: Final = _series(Metric.GEN_AI_OPERATION_DURATION, "bucket")
-TOKEN_SUM: Final = _series(Metric.GEN_AI_TOKEN_USAGE, "sum")
-LLM_COST: Final = _series(Metric.LLM_COST)
-CACHE_LOOKUPS: Final = _series(Metric.CACHE_LOOKUPS)
 
-L_COMMAND: Final = label_name(Attr.COMMAND_NAME)
 L_OUTCOME: Final = label_name(Attr.COMMAND_OUTCOME)
 L_PROVER: Final = label_name(Attr.PROVER_NAME)
 L_RESULT: Final = label_name(Attr.PROVER_RESULT)
 L_PROVIDER: Final = label_name(Attr.GEN_AI_PROVIDER_NAME)
 L_ERROR_TYPE: Final = label_name(Attr.ERROR_TYPE)
-L_TOKEN_TYPE: Final = label_name(Attr.GEN_AI_TOKEN_TYPE)
-L_CURRENCY: Final = label_name(Attr.LLM_COST_CURRENCY)
-L_CACHE: Final = label_name(Attr.CACHE_NAME)
-L_HIT: Final = label_name(Attr.CACHE_HIT)
 
 
 # --- the four indicators -----------------------------------------------------
@@ -161,6 +159,43 @@ def _percent(value: float) -> str:
 Buckets = dict[float, float]  # upper bound (inf for +Inf) -> cumulative count
 
 
+@dataclass(frozen=True)
+class Point:
+    """One series of one metric as a source gives it: a counter's value, or a histogram's totals.
+
+    Attribute values are strings as the Prometheus exporter renders them (``true``, not ``True``),
+    so both sources group alike.
+    """
+
+    metric: str
+    attributes: Mapping[str, str]
+    value: float  # the counter's value, or the histogram's count
+    sum: float = 0.0
+    buckets: Mapping[float, float] = field(default_factory=dict)  # cumulative
+    min: float | None = None  # the recorded extremes, when the source has them (Prometheus has not)
+    max: float | None = None
+
+
+# What the report reads: each metric and the attributes it groups that metric by.
+READ: Final[Mapping[str, tuple[str, ...]]] = {
+    Metric.COMMAND_DURATION: (Attr.COMMAND_NAME, Attr.COMMAND_OUTCOME),
+    Metric.PROVER_RUNS: (Attr.PROVER_NAME, Attr.PROVER_RESULT),
+    Metric.PROVER_DURATION: (Attr.PROVER_NAME,),
+    Metric.GEN_AI_OPERATION_DURATION: (Attr.GEN_AI_PROVIDER_NAME, Attr.ERROR_TYPE),
+    Metric.GEN_AI_TOKEN_USAGE: (Attr.GEN_AI_PROVIDER_NAME, Attr.GEN_AI_TOKEN_TYPE),
+    Metric.LLM_COST: (Attr.GEN_AI_PROVIDER_NAME, Attr.LLM_COST_CURRENCY),
+    Metric.CACHE_LOOKUPS: (Attr.CACHE_NAME, Attr.CACHE_HIT),
+}
+
+
+def _lower(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _higher(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
 @dataclass
 class Group:
     """Totals of one command, prover or provider."""
@@ -169,13 +204,21 @@ class Group:
     failures: float = 0.0
     duration_sum: float = 0.0
     buckets: Buckets = field(default_factory=dict)
+    duration_min: float | None = None
+    duration_max: float | None = None
     results: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     input_tokens: float = 0.0
     output_tokens: float = 0.0
     cost: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
+    def add_durations(self, point: Point) -> None:
+        for bound, count in point.buckets.items():
+            self.buckets[bound] = self.buckets.get(bound, 0.0) + count
+        self.duration_min = _lower(self.duration_min, point.min)
+        self.duration_max = _higher(self.duration_max, point.max)
+
     def quantile(self, q: float) -> float | None:
-        return histogram_quantile(q, self.buckets)
+        return histogram_quantile(q, self.buckets, self.duration_min, self.duration_max)
 
 
 @dataclass
@@ -187,24 +230,99 @@ class Snapshot:
     source: str = ""
 
 
-def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
-    """Prometheus's ``histogram_quantile`` over cumulative buckets (linear within a bucket)."""
+def snapshot_from_points(points: Iterable[Point], source: str) -> Snapshot:
+    """The snapshot of ``points``: the one place the report's numbers are computed, whatever the source."""
+    snap = Snapshot(source=source)
+    for point in points:
+        _add(snap, point)
+    return snap
+
+
+def _add(snap: Snapshot, point: Point) -> None:
+    attrs, name = point.attributes, point.metric
+    if name == Metric.COMMAND_DURATION:
+        group = snap.commands[attrs.get(Attr.COMMAND_NAME, "")]
+        group.count += point.value
+        group.duration_sum += point.sum
+        if attrs.get(Attr.COMMAND_OUTCOME) != Outcome.SUCCESS:
+            group.failures += point.value
+        group.add_durations(point)
+    elif name == Metric.PROVER_RUNS:
+        group = snap.provers[attrs.get(Attr.PROVER_NAME, "")]
+        group.count += point.value
+        group.results[attrs.get(Attr.PROVER_RESULT, "")] += point.value
+    elif name == Metric.PROVER_DURATION:
+        snap.provers[attrs.get(Attr.PROVER_NAME, "")].add_durations(point)
+    elif name == Metric.GEN_AI_OPERATION_DURATION:
+        group = snap.providers[attrs.get(Attr.GEN_AI_PROVIDER_NAME, "")]
+        group.count += point.value
+        group.duration_sum += point.sum
+        if attrs.get(Attr.ERROR_TYPE):
+            group.failures += point.value
+        group.add_durations(point)
+    elif name == Metric.GEN_AI_TOKEN_USAGE:
+        group = snap.providers[attrs.get(Attr.GEN_AI_PROVIDER_NAME, "")]
+        if attrs.get(Attr.GEN_AI_TOKEN_TYPE) == TokenType.INPUT:
+            group.input_tokens += point.sum
+        else:
+            group.output_tokens += point.sum
+    elif name == Metric.LLM_COST:
+        group = snap.providers[attrs.get(Attr.GEN_AI_PROVIDER_NAME, "")]
+        group.cost[attrs.get(Attr.LLM_COST_CURRENCY, DEFAULT_COST_CURRENCY)] += point.value
+    elif name == Metric.CACHE_LOOKUPS:
+        group = snap.caches[attrs.get(Attr.CACHE_NAME, "")]
+        group.count += point.value
+        if attrs.get(Attr.CACHE_HIT) == "true":
+            group.results["hit"] += point.value
+
+
+def histogram_quantile(
+    q: float, buckets: Mapping[float, float], lowest: float | None = None, highest: float | None = None
+) -> float | None:
+    """Prometheus's ``histogram_quantile`` over cumulative buckets (linear within a bucket), kept within the data.
+
+    ``lowest`` and ``highest`` are the recorded extremes: they narrow the bucket the rank falls in,
+    so e.g. a p95 in the bucket (1, 2.5] of runs that took at most 1.01 s is at most 1.01 s. Without
+    them (Prometheus has no min/max) the bounds are the lowest non-empty bucket's lower bound and the
+    highest's upper bound (the last finite bound when that is +Inf), as far as buckets tell: the rank
+    always falls in a non-empty bucket, so the estimate is then Prometheus's own.
+    """
     bounds = sorted(buckets)
     if not bounds or buckets[bounds[-1]] <= 0:
         return None
-    total = buckets[bounds[-1]]
-    rank = q * total
+    low_end, high_end = _occupied_range(bounds, buckets)
+    low_end = low_end if lowest is None else lowest
+    high_end = high_end if highest is None else highest
+
+    def within(value: float) -> float:
+        return min(max(value, low_end), high_end)
+
+    rank = q * buckets[bounds[-1]]
     lower_bound, lower_count = 0.0, 0.0
     for bound in bounds:
         count = buckets[bound]
         if count >= rank:
-            if math.isinf(bound):
-                return lower_bound  # beyond the last finite bound: the best known value
+            low, high = within(lower_bound), within(bound)
             if count == lower_count:
-                return bound
-            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
+                return high
+            return low + (high - low) * (rank - lower_count) / (count - lower_count)
         lower_bound, lower_count = bound, count
-    return lower_bound
+    return within(lower_bound)
+
+
+def _occupied_range(bounds: list[float], buckets: Mapping[float, float]) -> tuple[float, float]:
+    """The lowest non-empty bucket's lower bound and the highest's upper bound (+Inf: the last finite bound)."""
+    low: float | None = None
+    high = 0.0
+    lower_bound, lower_count = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count > lower_count:
+            if low is None:
+                low = lower_bound
+            high = lower_bound if math.isinf(bound) else bound
+        lower_bound, lower_count = bound, count
+    return (low or 0.0), high
 
 
 def indicator_values(snapshot: Snapshot) -> list[tuple[Indicator, str | None, float | None]]:
@@ -230,7 +348,12 @@ def indicator_values(snapshot: Snapshot) -> list[tuple[Indicator, str | None, fl
     return rows
 
 
-# --- from in-process metrics --------------------------------------------------
+# --- source 1: in-process metrics ----------------------------------------------
+
+
+def _label_value(value: Any) -> str:
+    # As the Prometheus exporter renders attribute values.
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def _cumulative(point: HistogramDataPoint) -> Buckets:
@@ -243,63 +366,37 @@ def _cumulative(point: HistogramDataPoint) -> Buckets:
     return buckets
 
 
-def _add_buckets(target: Buckets, extra: Mapping[float, float]) -> None:
-    for bound, count in extra.items():
-        target[bound] = target.get(bound, 0.0) + count
+def points_from_metrics(data: MetricsData | None) -> Iterator[Point]:
+    """The points :data:`READ` names in an SDK collection (cumulative temporality, e.g. the ``memory`` backend's)."""
+    for resource_metrics in data.resource_metrics if data else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if metric.name not in READ:
+                    continue
+                for point in metric.data.data_points:
+                    attributes = {key: _label_value(value) for key, value in (point.attributes or {}).items()}
+                    if isinstance(point, HistogramDataPoint):
+                        # An empty point, or one without min/max recording, has inf/-inf.
+                        known = point.count > 0 and math.isfinite(point.min) and math.isfinite(point.max)
+                        yield Point(
+                            metric.name,
+                            attributes,
+                            point.count,
+                            point.sum,
+                            _cumulative(point),
+                            point.min if known else None,
+                            point.max if known else None,
+                        )
+                    elif isinstance(point, NumberDataPoint):
+                        yield Point(metric.name, attributes, point.value)
 
 
 def snapshot_from_metrics(data: MetricsData | None, source: str = "in-process metrics") -> Snapshot:
-    """Fill a snapshot from an SDK collection (cumulative temporality, e.g. the ``memory`` backend's)."""
-    snap = Snapshot(source=source)
-    if data is None:
-        return snap
-    for resource_metrics in data.resource_metrics:
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                for point in metric.data.data_points:
-                    _add_point(snap, metric.name, point)
-    return snap
+    """The snapshot of an SDK collection (cumulative temporality, e.g. the ``memory`` backend's)."""
+    return snapshot_from_points(points_from_metrics(data), source)
 
 
-def _add_point(snap: Snapshot, name: str, point: Any) -> None:
-    attrs: Mapping[str, Any] = point.attributes or {}
-    if name == Metric.COMMAND_DURATION and isinstance(point, HistogramDataPoint):
-        group = snap.commands[str(attrs.get(Attr.COMMAND_NAME, ""))]
-        group.count += point.count
-        group.duration_sum += point.sum
-        if attrs.get(Attr.COMMAND_OUTCOME) != Outcome.SUCCESS:
-            group.failures += point.count
-        _add_buckets(group.buckets, _cumulative(point))
-    elif name == Metric.PROVER_RUNS and isinstance(point, NumberDataPoint):
-        group = snap.provers[str(attrs.get(Attr.PROVER_NAME, ""))]
-        group.count += point.value
-        group.results[str(attrs.get(Attr.PROVER_RESULT, ""))] += point.value
-    elif name == Metric.PROVER_DURATION and isinstance(point, HistogramDataPoint):
-        _add_buckets(snap.provers[str(attrs.get(Attr.PROVER_NAME, ""))].buckets, _cumulative(point))
-    elif name == Metric.GEN_AI_OPERATION_DURATION and isinstance(point, HistogramDataPoint):
-        group = snap.providers[str(attrs.get(Attr.GEN_AI_PROVIDER_NAME, ""))]
-        group.count += point.count
-        group.duration_sum += point.sum
-        if attrs.get(Attr.ERROR_TYPE):
-            group.failures += point.count
-        _add_buckets(group.buckets, _cumulative(point))
-    elif name == Metric.GEN_AI_TOKEN_USAGE and isinstance(point, HistogramDataPoint):
-        group = snap.providers[str(attrs.get(Attr.GEN_AI_PROVIDER_NAME, ""))]
-        if attrs.get(Attr.GEN_AI_TOKEN_TYPE) == TokenType.INPUT:
-            group.input_tokens += point.sum
-        else:
-            group.output_tokens += point.sum
-    elif name == Metric.LLM_COST and isinstance(point, NumberDataPoint):
-        group = snap.providers[str(attrs.get(Attr.GEN_AI_PROVIDER_NAME, ""))]
-        group.cost[str(attrs.get(Attr.LLM_COST_CURRENCY, "USD"))] += point.value
-    elif name == Metric.CACHE_LOOKUPS and isinstance(point, NumberDataPoint):
-        group = snap.caches[str(attrs.get(Attr.CACHE_NAME, ""))]
-        group.count += point.value
-        if attrs.get(Attr.CACHE_HIT) is True:
-            group.results["hit"] += point.value
-
-
-# --- from Prometheus ------------------------------------------------------------
+# --- source 2: Prometheus ---------------------------------------------------------
 
 
 class PrometheusQueryError(RuntimeError):
@@ -335,57 +432,53 @@ class PrometheusClient:
         return [(dict(item["metric"]), float(item["value"][1])) for item in data["result"]]
 
 
+class _Queryable(Protocol):
+    def query(self, promql: str) -> list[tuple[dict[str, str], float]]: ...
+
+
 def _over(selector: str, window: str | None) -> str:
     return f"increase({selector}[{window}])" if window else selector
 
 
+def points_from_prometheus(client: _Queryable, window: str | None = None) -> list[Point]:
+    """The points :data:`READ` names, summed by its attributes: totals since start, or increases over ``window``."""
+    points: list[Point] = []
+    for metric, attributes in READ.items():
+        points += _prometheus_points(client, metric, attributes, window)
+    return points
+
+
+def _prometheus_points(client: _Queryable, metric: str, attributes: tuple[str, ...], window: str | None) -> list[Point]:
+    labels = [label_name(attribute) for attribute in attributes]
+
+    def query(series: str, *extra: str) -> Iterator[tuple[tuple[str, ...], dict[str, str], float]]:
+        promql = f"sum by ({', '.join([*labels, *extra])}) ({_over(series, window)})"
+        for found, value in client.query(promql):
+            if not math.isnan(value):
+                yield tuple(found.get(label, "") for label in labels), found, value
+
+    def attrs(key: tuple[str, ...]) -> dict[str, str]:
+        # Prometheus leaves out empty labels, as the series that lack the attribute.
+        return {attribute: value for attribute, value in zip(attributes, key, strict=True) if value}
+
+    if metric_def(metric).instrument != "histogram":
+        return [Point(metric, attrs(key), value) for key, _, value in query(_series(metric))]
+    counts = {key: value for key, _, value in query(_series(metric, "count"))}
+    sums = {key: value for key, _, value in query(_series(metric, "sum"))}
+    buckets: dict[tuple[str, ...], Buckets] = defaultdict(dict)
+    for key, found, value in query(_series(metric, "bucket"), "le"):
+        buckets[key][float(found["le"])] = value
+    return [
+        Point(metric, attrs(key), counts.get(key, 0.0), sums.get(key, 0.0), buckets.get(key, {}))
+        for key in sorted(counts.keys() | sums.keys() | buckets.keys())
+    ]
+
+
 def snapshot_from_prometheus(url: str, window: str | None = None) -> Snapshot:
-    """Fill a snapshot from Prometheus: totals since the processes started, or over ``window`` (e.g. ``1h``)."""
+    """The snapshot from Prometheus: totals since the processes started, or over ``window`` (e.g. ``1h``)."""
     client = PrometheusClient(url)
-    snap = Snapshot(source=f"Prometheus {client.url}" + (f", last {window}" if window else ", since start"))
-
-    def query(by: str, selector: str) -> list[tuple[dict[str, str], float]]:
-        result = client.query(f"sum by ({by}) ({_over(selector, window)})")
-        return [(labels, value) for labels, value in result if not math.isnan(value)]
-
-    for labels, value in query(f"{L_COMMAND}, {L_OUTCOME}", COMMAND_COUNT):
-        group = snap.commands[labels.get(L_COMMAND, "")]
-        group.count += value
-        if labels.get(L_OUTCOME) != Outcome.SUCCESS:
-            group.failures += value
-    for labels, value in query(L_COMMAND, COMMAND_SUM):
-        snap.commands[labels.get(L_COMMAND, "")].duration_sum += value
-    for labels, value in query(f"{L_COMMAND}, le", COMMAND_BUCKET):
-        snap.commands[labels.get(L_COMMAND, "")].buckets[float(labels["le"])] = value
-    for labels, value in query(f"{L_PROVER}, {L_RESULT}", PROVER_RUNS):
-        group = snap.provers[labels.get(L_PROVER, "")]
-        group.count += value
-        group.results[labels.get(L_RESULT, "")] += value
-    for labels, value in query(f"{L_PROVER}, le", PROVER_BUCKET):
-        snap.provers[labels.get(L_PROVER, "")].buckets[float(labels["le"])] = value
-    for labels, value in query(f"{L_PROVIDER}, {L_ERROR_TYPE}", LLM_COUNT):
-        group = snap.providers[labels.get(L_PROVIDER, "")]
-        group.count += value
-        if labels.get(L_ERROR_TYPE):
-            group.failures += value
-    for labels, value in query(L_PROVIDER, LLM_SUM):
-        snap.providers[labels.get(L_PROVIDER, "")].duration_sum += value
-    for labels, value in query(f"{L_PROVIDER}, le", LLM_BUCKET):
-        snap.providers[labels.get(L_PROVIDER, "")].buckets[float(labels["le"])] = value
-    for labels, value in query(f"{L_PROVIDER}, {L_TOKEN_TYPE}", TOKEN_SUM):
-        group = snap.providers[labels.get(L_PROVIDER, "")]
-        if labels.get(L_TOKEN_TYPE) == TokenType.INPUT:
-            group.input_tokens += value
-        else:
-            group.output_tokens += value
-    for labels, value in query(f"{L_PROVIDER}, {L_CURRENCY}", LLM_COST):
-        snap.providers[labels.get(L_PROVIDER, "")].cost[labels.get(L_CURRENCY, "USD")] += value
-    for labels, value in query(f"{L_CACHE}, {L_HIT}", CACHE_LOOKUPS):
-        group = snap.caches[labels.get(L_CACHE, "")]
-        group.count += value
-        if labels.get(L_HIT) == "true":
-            group.results["hit"] += value
-    return snap
+    source = f"Prometheus {client.url}" + (f", last {window}" if window else ", since start")
+    return snapshot_from_points(points_from_prometheus(client, window), source)
 
 
 # --- rendering -------------------------------------------------------------------

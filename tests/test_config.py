@@ -94,7 +94,9 @@ def test_malformed_endpoint_url(tmp_path: Path) -> None:
     assert "'otlp.endpoint'" in problem and "'localhost:4318'" in problem and "http://" in problem
     # Read only when the otlp backend is in use.
     assert load_config(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://host:notaport"}).backends == ("console",)
-    [problem] = _problems(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://host:notaport", "OTEL_HAKGAL_BACKENDS": "otlp"})
+    [problem] = _problems(
+        environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://host:notaport", "OTEL_HAKGAL_BACKENDS": "otlp"}
+    )
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" in problem
 
 

@@ -1,5 +1,7 @@
 import re
 
+import pytest
+
 from otel_hakgal import conventions as cv
 
 
@@ -11,6 +13,26 @@ def test_every_attribute_key_is_defined_once() -> None:
     keys = [a.key for a in cv.ATTRIBUTES]
     assert len(keys) == len(set(keys))
     assert set(_constants(cv.Attr).values()) == set(keys)
+
+
+def test_names_are_plain_strings() -> None:
+    # Attribute dicts are built on the hot path: no str subclass, no lookups.
+    for namespace in (cv.Attr, cv.SpanName, cv.Metric):
+        assert all(type(name) is str for name in _constants(namespace).values()), namespace
+
+
+def test_a_name_cannot_be_defined_twice() -> None:
+    with pytest.raises(ValueError, match="defined twice"):
+        cv._attribute(cv.Attr.COMMAND_NAME, "string", "again")
+    with pytest.raises(ValueError, match="defined twice"):
+        cv._metric(cv.Metric.ERRORS, "counter", "{error}", "again", ())
+    assert [a.key for a in cv.ATTRIBUTES].count(cv.Attr.COMMAND_NAME) == 1
+
+
+def test_metric_def() -> None:
+    assert cv.metric_def(cv.Metric.LLM_COST).unit == f"{{{cv.DEFAULT_COST_CURRENCY}}}"
+    with pytest.raises(KeyError):
+        cv.metric_def("hakgal.nothing")
 
 
 def test_spans_and_metrics_use_only_defined_attributes() -> None:

@@ -59,7 +59,9 @@ def test_loading_a_config_imports_only_the_backends_it_names() -> None:
     loaded = json.loads(out)
     assert loaded["vendors"] == []
     assert "otel_hakgal.backends.none" in loaded["backends"]
-    assert not any(m.startswith(("otel_hakgal.backends.sentry", "otel_hakgal.backends.otlp")) for m in loaded["backends"])
+    assert not any(
+        m.startswith(("otel_hakgal.backends.sentry", "otel_hakgal.backends.otlp")) for m in loaded["backends"]
+    )
 
 
 def test_a_missing_extra_is_a_config_error_that_names_the_pip_command() -> None:
@@ -78,7 +80,7 @@ def test_a_missing_extra_is_a_config_error_that_names_the_pip_command() -> None:
     assert "pip install 'otel_hakgal[prometheus]'" in out
 
 
-PLUGIN = '''
+PLUGIN = """
 from dataclasses import dataclass
 
 from otel_hakgal.backends import Backend, Parts
@@ -99,7 +101,7 @@ class PigeonBackend(Backend):
     def create_parts(self):
         self.exporter = InMemorySpanExporter()
         return Parts(span_processors=(SimpleSpanProcessor(self.exporter),))
-'''
+"""
 
 
 def test_a_third_party_backend_registers_through_an_entry_point(tmp_path: Path) -> None:
