@@ -214,10 +214,10 @@ class Variant:
         self._flush()
 
     def dropped(self) -> int:
-        """Spans this process's own queues dropped (the Sentry span processor's queue)."""
+        """Items this process's own queues dropped (the Sentry span worker, open spans, transport queue)."""
         if self.handle is None or "sentry" not in self.handle.backends:
             return 0
-        return int(self.handle.backend("sentry")._processor.dropped)
+        return self.handle.backend("sentry").stats().dropped
 
     # --- in-process measurements ---
 

@@ -41,26 +41,15 @@ def apply_fault(receiver: LoopbackServer, fault: str) -> None:
 def queue_depths(handle: Any) -> dict[str, tuple[int, int]]:
     """Queue name -> (items queued now, cap), for every export queue of the handle's backends.
 
-    The batch span processors (``otlp``, ``sentry-otlp``), this layer's Sentry
-    span worker (``sentry``) and Sentry's transport queue (both Sentry backends).
+    From :meth:`Handle.stats`: the batch span processors (``otlp``, ``sentry-otlp``),
+    this layer's Sentry span worker and open spans (``sentry``) and Sentry's
+    transport queue (both Sentry backends). Names are prefixed with the backend's.
     """
-    import sentry_sdk
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    depths: dict[str, tuple[int, int]] = {}
-    for index, processor in enumerate(handle._processors):
-        if isinstance(processor, BatchSpanProcessor):
-            batch = processor._batch_processor
-            depths[f"batch span processor {index}"] = (len(batch._queue), batch._max_queue_size)
-    sentry = handle.backends.get("sentry")
-    if sentry is not None:
-        worker = sentry._processor.worker
-        depths["sentry span worker"] = (worker.pending, worker.max_queue_size)
-    client = sentry_sdk.get_client()
-    transport_worker = getattr(client.transport, "_worker", None) if client.is_active() else None
-    if transport_worker is not None:
-        depths["sentry transport"] = (transport_worker._queue.qsize(), transport_worker._queue.maxsize)
-    return depths
+    return {
+        f"{backend} {queue_name}": (queue.queued, queue.capacity)
+        for backend, stats in handle.stats().items()
+        for queue_name, queue in stats.queues.items()
+    }
 
 
 class WarningCapture(logging.Handler):

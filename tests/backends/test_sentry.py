@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from werkzeug.serving import make_server
 
 import otel_hakgal as hg
-from otel_hakgal.backends.sentry import map_span
+from otel_hakgal.backends.sentry.transactions import map_span
 from otel_hakgal.config import ConfigError
 from otel_hakgal.testing import OtlpReceiver, SentryReceiver
 

@@ -14,7 +14,8 @@ import sentry_sdk
 from opentelemetry import trace
 
 import otel_hakgal as hg
-from otel_hakgal.backends.sentry import SentryTransactionProcessor
+from otel_hakgal.backends.sentry import SentryBackend
+from otel_hakgal.backends.sentry.transactions import SentryTransactionProcessor
 from otel_hakgal.testing import SentryReceiver
 
 
@@ -28,9 +29,9 @@ def handle(sentry_receiver: SentryReceiver) -> Iterator[hg.Handle]:
 
 
 def _processor(handle: hg.Handle) -> SentryTransactionProcessor:
-    processor = handle.backend("sentry")._processor  # type: ignore[attr-defined]
-    assert isinstance(processor, SentryTransactionProcessor)
-    return processor
+    backend = handle.backend("sentry")
+    assert isinstance(backend, SentryBackend) and backend.processor is not None
+    return backend.processor
 
 
 def _op_names(transaction: dict[str, object]) -> list[str]:
@@ -52,6 +53,7 @@ def test_a_child_that_outlives_its_root_is_left_out_and_counted(
     assert transaction["transaction"] == "root"
     assert _op_names(transaction) == ["kept"]  # Sentry's own processor drops late children too
     assert _processor(handle).late_spans == 1
+    assert handle.stats()["sentry"].queues["sentry open spans"].dropped == 1  # public: stats() counts it
 
 
 def test_spans_past_the_per_transaction_limit_are_dropped(handle: hg.Handle, sentry_receiver: SentryReceiver) -> None:

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from otel_hakgal.backends._fifo_worker import FifoWorker
+from otel_hakgal.backends.sentry.worker import FifoWorker
 
 
 def test_runs_work_off_the_caller_thread_in_submission_order() -> None:

@@ -1,7 +1,7 @@
 """A bounded FIFO of work run by one background thread, off the thread that submits it.
 
-The Sentry backend converts and sends transactions here, so requests do not
-pay for Sentry's serialisation.
+The ``sentry`` backend converts and sends transactions here, so requests do
+not pay for Sentry's serialisation. No sentry-sdk import.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Final
+
+from otel_hakgal.backends.base import QueueStats
 
 logger = logging.getLogger("otel_hakgal.delivery")  # rate-limited: see otel_hakgal.log_limits
 
@@ -110,6 +112,10 @@ class FifoWorker:
     @property
     def pending(self) -> int:
         return self._pending
+
+    def queue_stats(self) -> QueueStats:
+        """Work waiting or running now, the queue's capacity, work dropped because it was full."""
+        return QueueStats(queued=self._pending, capacity=self.max_queue_size, dropped=self.dropped)
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until everything submitted so far has run; False on timeout."""

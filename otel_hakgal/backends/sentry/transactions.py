@@ -1,23 +1,20 @@
-"""Backend ``sentry``: OTel spans become Sentry transactions, as Sentry's span processor makes them.
+"""OTel spans to Sentry transactions: the mapping, the JSON, and the processor that sends them off-thread.
 
-``sentry_sdk.init(instrumenter="otel")`` plus :class:`SentryTransactionProcessor`
-(the semantics of :class:`~sentry_sdk.integrations.opentelemetry.SentrySpanProcessor`,
-with its gaps closed and its cost moved off the request thread) on the layer's
-TracerProvider, and a propagator that speaks ``sentry-trace`` next to W3C. The
-OTel sampler decides once; Sentry follows.
-
-Sentry-side vocabulary (span ops) lives here; every HAK-GAL name comes from
-:mod:`otel_hakgal.conventions`.
+:class:`SentryTransactionProcessor` keeps the semantics of sentry-sdk's
+``SentrySpanProcessor`` with its gaps closed and its cost moved off the
+request thread; :func:`map_span` gives each span its Sentry op, description
+and status, under the old and the new HTTP conventions alike.
 """
 
 from __future__ import annotations
 
 import contextlib
 import urllib.parse
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import sentry_sdk
 from opentelemetry.context import Context, get_value
@@ -25,71 +22,45 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
 from sentry_sdk.consts import SPANDATA
-from sentry_sdk.integrations.flask import FlaskIntegration
-from sentry_sdk.integrations.opentelemetry.consts import SENTRY_BAGGAGE_KEY
-from sentry_sdk.integrations.opentelemetry.span_processor import SPAN_ORIGIN
-from sentry_sdk.scope import Scope, use_isolation_scope, use_scope
+from sentry_sdk.envelope import Envelope, Item, PayloadRef
+from sentry_sdk.scope import use_isolation_scope, use_scope
 from sentry_sdk.tracing import TransactionSource, get_span_status_from_http_code
-from sentry_sdk.tracing_utils import Baggage
-from sentry_sdk.utils import format_timestamp
 
-from otel_hakgal.backends._fifo_worker import DEFAULT_QUEUE_SIZE, FifoWorker
-from otel_hakgal.backends._sentry_common import (
+from otel_hakgal import runtime
+from otel_hakgal.backends.base import QueueStats
+from otel_hakgal.backends.sentry import _compat
+from otel_hakgal.backends.sentry._compat import SENTRY_BAGGAGE_KEY, SPAN_ORIGIN, Baggage, format_timestamp
+from otel_hakgal.backends.sentry.client import HINT_SCRUBBER
+from otel_hakgal.backends.sentry.propagator import DscHead
+from otel_hakgal.backends.sentry.vocabulary import (
+    GEN_AI_OPS,
+    HAKGAL_OPS,
+    HTTP_METHOD,
+    HTTP_ROUTE,
+    HTTP_STATUS,
+    HTTP_TARGET,
+    HTTP_URL,
     MAX_TAG_LENGTH,
-    OpenSpans,
-    SentryBackendBase,
-    check_sample_rate,
-    flush,
-    head_dsc,
-    init_sentry,
-    send_transaction,
+    MEASUREMENT_UNITS,
+    OP_CACHE_GET,
+    OP_DB,
+    OP_HTTP,
+    OP_HTTP_CLIENT,
+    OP_HTTP_SERVER,
+    PEER,
+    TRANSACTION_TAG_ATTRIBUTES,
+    Measurement,
+    span_name_prefix,
     string_value,
 )
-from otel_hakgal.config import Config
-from otel_hakgal.conventions import (
-    TRANSACTION_TAG_ATTRIBUTES,
-    Attr,
-    ErrorType,
-    GenAIOperation,
-    Measurement,
-    SpanName,
-)
+from otel_hakgal.backends.sentry.worker import DEFAULT_QUEUE_SIZE, FifoWorker
+from otel_hakgal.conventions import Attr, ErrorType, SpanName
 
-# --- Sentry's vocabulary: span ops -----------------------------------------------
+if TYPE_CHECKING:
+    from sentry_sdk.client import BaseClient
+    from sentry_sdk.scope import Scope
 
-OP_HTTP_SERVER: Final = "http.server"
-OP_HTTP_CLIENT: Final = "http.client"
-OP_CACHE_GET: Final = "cache.get"
-GEN_AI_OPS: Final[Mapping[str, str]] = {
-    GenAIOperation.CHAT: "gen_ai.chat",
-    GenAIOperation.TEXT_COMPLETION: "gen_ai.text_completion",
-    GenAIOperation.GENERATE_CONTENT: "gen_ai.chat",
-    GenAIOperation.EMBEDDINGS: "gen_ai.embeddings",
-}
-
-
-def _prefix(template: str) -> str:
-    return template.split(" {", 1)[0]
-
-
-# Span-name prefix -> op for HAK-GAL's own spans (the name's variable part goes to the description).
-HAKGAL_OPS: Final[Mapping[str, str]] = {
-    _prefix(SpanName.COMMAND): "hakgal.command",
-    _prefix(SpanName.QUERY): "hakgal.query",
-    _prefix(SpanName.PROVER): "hakgal.prover",
-    _prefix(SpanName.PARSE): "hakgal.parse",
-    _prefix(SpanName.RAG_RETRIEVE): "hakgal.rag.retrieve",
-    _prefix(SpanName.RAG_EXTRACT): "hakgal.rag.extract",
-    _prefix(SpanName.KB_UPDATE): "hakgal.kb.update",
-}
-
-# Old and new (OTEL_SEMCONV_STABILITY_OPT_IN=http) HTTP attribute names, new first.
-_HTTP_METHOD = ("http.request.method", "http.method")
-_HTTP_STATUS = ("http.response.status_code", "http.status_code")
-_HTTP_ROUTE = ("http.route",)
-_HTTP_TARGET = ("url.path", "http.target")
-_HTTP_URL = ("url.full", "http.url")
-_PEER = ("server.address", "net.peer.name")
+    from otel_hakgal.redaction import SecretScrubber
 
 
 def _first(attributes: Mapping[str, Any], keys: Sequence[str]) -> Any:
@@ -121,21 +92,21 @@ def map_span(span: ReadableSpan) -> Mapped:
     else:
         status = "ok"
 
-    method = _first(attributes, _HTTP_METHOD)
+    method = _first(attributes, HTTP_METHOD)
     if method:
-        code = _first(attributes, _HTTP_STATUS)
+        code = _first(attributes, HTTP_STATUS)
         http_status = int(code) if code is not None else None
         if span.kind is SpanKind.CLIENT:
-            url = _first(attributes, _HTTP_URL)
+            url = _first(attributes, HTTP_URL)
             if url:
                 parts = urllib.parse.urlsplit(str(url))
                 target = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
             else:
-                target = str(_first(attributes, _PEER) or "")
+                target = str(_first(attributes, PEER) or "")
             return Mapped(OP_HTTP_CLIENT, f"{method} {target}".strip(), status, http_status)
-        route = _first(attributes, _HTTP_ROUTE)
-        target = route or _first(attributes, _HTTP_TARGET) or ""
-        op = OP_HTTP_SERVER if span.kind is SpanKind.SERVER else "http"
+        route = _first(attributes, HTTP_ROUTE)
+        target = route or _first(attributes, HTTP_TARGET) or ""
+        op = OP_HTTP_SERVER if span.kind is SpanKind.SERVER else OP_HTTP
         source = TransactionSource.ROUTE if route else TransactionSource.URL
         return Mapped(op, f"{method} {target}".strip(), status, http_status, source)
 
@@ -158,7 +129,7 @@ def map_span(span: ReadableSpan) -> Mapped:
     if hakgal_op is not None:
         return Mapped(hakgal_op, name, status)
     if attributes.get("db.system"):
-        return Mapped("db", str(attributes.get("db.statement") or name), status)
+        return Mapped(OP_DB, str(attributes.get("db.statement") or name), status)
     return Mapped(name, name, status)
 
 
@@ -171,11 +142,11 @@ def _totals(spans: Sequence[ReadableSpan]) -> tuple[dict[str, str], dict[str, fl
         duration_ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
         name = span.name.split(" ", 1)[0]
         added: dict[str, float] = {}
-        if name == _prefix(SpanName.COMMAND):
+        if name == span_name_prefix(SpanName.COMMAND):
             added[Measurement.COMMAND_DURATION] = duration_ms
         elif name == SpanName.QUERY:
             added[Measurement.QUERY_DURATION] = duration_ms
-        elif name == _prefix(SpanName.PROVER):
+        elif name == span_name_prefix(SpanName.PROVER):
             added[Measurement.PROVER_DURATION] = duration_ms
         elif Attr.GEN_AI_OPERATION_NAME in attributes:
             added[Measurement.LLM_DURATION] = duration_ms
@@ -197,14 +168,6 @@ def _totals(spans: Sequence[ReadableSpan]) -> tuple[dict[str, str], dict[str, fl
                 # Spans end inner first: the outermost span's value, ending last, wins.
                 tags[key] = string_value(attributes[key], MAX_TAG_LENGTH)
     return tags, measurements
-
-
-_UNITS: Final[Mapping[str, str]] = {
-    Measurement.COMMAND_DURATION: "millisecond",
-    Measurement.QUERY_DURATION: "millisecond",
-    Measurement.PROVER_DURATION: "millisecond",
-    Measurement.LLM_DURATION: "millisecond",
-}
 
 
 def _timestamp(ns: int | None) -> str | None:
@@ -283,12 +246,19 @@ class SentryTransactionProcessor(SpanProcessor):
     sent by one background :class:`FifoWorker`. The spans are written as JSON
     directly instead of through Sentry's recursive serializer, which costs
     several microseconds per node. ``inline=True`` sends on the span's thread.
+
+    It sends through ``client`` (the one its backend started), heads the DSC
+    of new traces with ``head`` and puts ``tags`` (``sentry.tags``) on every
+    transaction, below the transaction's own tags and the scopes' tags.
     """
 
     def __init__(
         self,
         resource: Resource,
+        client: BaseClient,
         *,
+        head: DscHead | None = None,
+        tags: Mapping[str, str] | None = None,
         inline: bool = False,
         max_queue_size: int = DEFAULT_QUEUE_SIZE,
         max_spans: int = MAX_SPANS,
@@ -296,13 +266,20 @@ class SentryTransactionProcessor(SpanProcessor):
         max_open_spans: int = MAX_OPEN_SPANS,
         shutdown_timeout_s: float = 30.0,
     ) -> None:
+        self.client = client
+        self.head = head
+        self.tags = dict(tags or {})
         self.inline = inline
         self.shutdown_timeout_s = shutdown_timeout_s
         self.max_spans = max_spans
         self.max_open_transactions = max_open_transactions
         self.max_open_spans = max_open_spans
         self.worker = FifoWorker(max_queue_size)
-        self.late_spans = 0  # ended after their transaction was sent (Sentry drops those too)
+        # Spans and transactions lost, by cause (counted without a lock: close enough for statistics).
+        self.late_spans = 0  # ended after their transaction was sent, or was forgotten (Sentry drops those too)
+        self.overflow_spans = 0  # past max_spans in their transaction
+        self.forgotten_spans = 0  # open spans forgotten past max_open_spans
+        self.forgotten_transactions = 0  # open roots forgotten past max_open_transactions
         self._roots: dict[int, int] = {}  # open span id -> its local root's span id
         self._open: dict[int, _OpenTransaction] = {}  # open root span id -> what it has gathered
         self._resource = {key: _json_value(value) for key, value in resource.attributes.items()}
@@ -312,6 +289,20 @@ class SentryTransactionProcessor(SpanProcessor):
         """Transactions not sent because the worker's queue was full."""
         return self.worker.dropped
 
+    def queue_stats(self) -> dict[str, QueueStats]:
+        """The worker's queue (transactions), and the open transactions and spans held until their root ends."""
+        return {
+            "sentry span worker": self.worker.queue_stats(),
+            "sentry open transactions": QueueStats(
+                queued=len(self._open), capacity=self.max_open_transactions, dropped=self.forgotten_transactions
+            ),
+            "sentry open spans": QueueStats(
+                queued=len(self._roots),
+                capacity=self.max_open_spans,
+                dropped=self.late_spans + self.overflow_spans + self.forgotten_spans,
+            ),
+        }
+
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         span_id = span.context.span_id
         parent = span.parent
@@ -320,11 +311,11 @@ class SentryTransactionProcessor(SpanProcessor):
             root = span_id
             incoming = get_value(SENTRY_BAGGAGE_KEY, parent_context) if parent is not None else None
             self._open[span_id] = _OpenTransaction(incoming if isinstance(incoming, Baggage) else None)
-            if len(self._open) > self.max_open_transactions:
-                _forget_oldest(self._open)
+            if len(self._open) > self.max_open_transactions and _forget_oldest(self._open):
+                self.forgotten_transactions += 1
         self._roots[span_id] = root
-        if len(self._roots) > self.max_open_spans:
-            _forget_oldest(self._roots)
+        if len(self._roots) > self.max_open_spans and _forget_oldest(self._roots):
+            self.forgotten_spans += 1
 
     def on_end(self, span: ReadableSpan) -> None:
         span_id = span.context.span_id
@@ -339,28 +330,45 @@ class SentryTransactionProcessor(SpanProcessor):
                 transaction.spans.append(span)
             else:
                 transaction.dropped += 1
+                self.overflow_spans += 1
             return
         transaction = self._open.pop(span_id, None)
         if transaction is None or not span.context.trace_flags.sampled:
             return
+        # The secret policy of the runtime the root ended in: by the time the worker sends, setup() may
+        # have replaced or shut down that runtime.
+        scrubber = runtime.current.scrubber
         if self.inline:
-            self._send(span, transaction)
+            self._send(span, transaction, scrubber)
             return
         # Sent in the scopes of this thread, as Sentry's own processor would, not the worker's.
         isolation, current = sentry_sdk.get_isolation_scope(), sentry_sdk.get_current_scope()
-        self.worker.submit(lambda: self._send_in(isolation, current, span, transaction))
+        self.worker.submit(lambda: self._send_in(isolation, current, span, transaction, scrubber))
 
-    def _send_in(self, isolation: Scope, current: Scope, root: ReadableSpan, transaction: _OpenTransaction) -> None:
+    def _send_in(
+        self,
+        isolation: Scope,
+        current: Scope,
+        root: ReadableSpan,
+        transaction: _OpenTransaction,
+        scrubber: SecretScrubber | None,
+    ) -> None:
         with use_isolation_scope(isolation), use_scope(current):
-            self._send(root, transaction)
+            self._send(root, transaction, scrubber)
 
-    def _send(self, root: ReadableSpan, transaction: _OpenTransaction) -> None:
-        client = sentry_sdk.get_client()
-        if not client.is_active():
+    def _send(self, root: ReadableSpan, transaction: _OpenTransaction, scrubber: SecretScrubber | None) -> None:
+        client = self.client
+        if client.transport is None:  # no DSN, or closed since
             return
         event, spans = self.transaction_event(root, transaction)
-        scope = sentry_sdk.get_current_scope()._merge_scopes()
-        send_transaction(client, event, spans, scope, dropped_spans=transaction.dropped)
+        send_transaction(
+            client,
+            event,
+            spans,
+            _compat.merged_scope(),
+            dropped_spans=transaction.dropped,
+            hint={HINT_SCRUBBER: scrubber},
+        )
 
     def transaction_event(
         self, root: ReadableSpan, transaction: _OpenTransaction
@@ -368,11 +376,12 @@ class SentryTransactionProcessor(SpanProcessor):
         """The transaction event of ``root`` (as Sentry's ``Transaction.finish`` builds it) and its spans."""
         trace_id = format_trace_id(root.context.trace_id)
         spans = [span_json(span, trace_id) for span in transaction.spans]
-        tags, measurements = _totals([*transaction.spans, root])  # the root's own attributes count too
+        own_tags, measurements = _totals([*transaction.spans, root])  # the root's own attributes count too
+        tags = {**self.tags, **own_tags}
         mapped = map_span(root)
         data: dict[str, Any] = {}
         status = _with_http_status(mapped, tags, data)
-        dsc = transaction.incoming or head_dsc(root.context)
+        dsc = transaction.incoming or (self.head(root.context) if self.head is not None else None)
         trace_context: dict[str, Any] = {
             "trace_id": trace_id,
             "span_id": format_span_id(root.context.span_id),
@@ -405,14 +414,15 @@ class SentryTransactionProcessor(SpanProcessor):
             "timestamp": _timestamp(root.end_time),
             "start_timestamp": _timestamp(root.start_time),
             "measurements": {
-                key: {"value": total, "unit": _UNITS.get(key, "none")} for key, total in measurements.items()
+                key: {"value": total, "unit": MEASUREMENT_UNITS.get(key, "none")} for key, total in measurements.items()
             },
         }
         return event, spans
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         drained = self.worker.drain(timeout_millis / 1000)  # queued transactions reach Sentry's transport first
-        return flush(timeout_millis) and drained
+        self.client.flush(timeout=timeout_millis / 1000)
+        return drained
 
     def shutdown(self) -> None:
         self.worker.stop(self.shutdown_timeout_s)
@@ -420,30 +430,64 @@ class SentryTransactionProcessor(SpanProcessor):
         self._open.clear()
 
 
-def _forget_oldest(mapping: dict[int, Any]) -> None:
+def _forget_oldest(mapping: dict[int, Any]) -> bool:
     # Another thread may change it meanwhile: then this one is skipped, and the next call catches up.
     with contextlib.suppress(StopIteration, KeyError, RuntimeError):
         del mapping[next(iter(mapping))]
+        return True
+    return False
 
 
-class SentryBackend(SentryBackendBase):
-    name = "sentry"
+def send_transaction(
+    client: BaseClient,
+    event: dict[str, Any],
+    spans: list[dict[str, Any]],
+    scope: Scope,
+    dropped_spans: int = 0,
+    hint: dict[str, Any] | None = None,
+) -> None:
+    """Send a transaction as ``Client.capture_event`` does, without putting ``spans`` through the serializer.
 
-    def __init__(self, config: Config, resource: Resource) -> None:
-        super().__init__(config, resource)
-        rate = check_sample_rate(config, self.settings, self.name)
-        init_sentry(
-            config,
-            self.settings,
-            [FlaskIntegration(transaction_style="url")],
-            self.delivery,
-            traces_sample_rate=rate,
+    The event, minus its spans, measurements and ``otel`` context (JSON
+    already, and most of its nodes), goes through the client's own preparation: the scope's data
+    and event processors, release and environment, Sentry's serializer and
+    ``before_send_transaction`` (which gets ``hint``). ``gen_ai.*`` spans go
+    in a separate ``span`` item, as sentry-sdk sends them.
+    """
+    otel_context = event["contexts"].pop("otel", None)
+    measurements = event.pop("measurements", None)
+    event["event_id"] = uuid.uuid4().hex
+    prepared = _compat.prepare_event(client, event, scope, hint or {})
+    transport = client.transport
+    if prepared is None or transport is None:
+        return  # dropped by a processor or before_send_transaction (the client records it)
+    if dropped_spans:
+        transport.record_lost_event("buffer_overflow", data_category="span", quantity=dropped_spans)
+    contexts = prepared.setdefault("contexts", {})
+    if otel_context is not None:
+        contexts["otel"] = otel_context
+    if measurements:
+        prepared["measurements"] = measurements
+    headers: dict[str, Any] = {"event_id": prepared["event_id"], "sent_at": format_timestamp(datetime.now(UTC))}
+    dsc = (contexts.get("trace") or {}).pop("dynamic_sampling_context", None)
+    if dsc:
+        headers["trace"] = dsc
+    gen_ai = [span for span in spans if span["op"].startswith("gen_ai.")]
+    if gen_ai and client.options.get("stream_gen_ai_spans", True):
+        spans = [span for span in spans if not span["op"].startswith("gen_ai.")]
+    else:
+        gen_ai = []
+    prepared["spans"] = spans
+    envelope = Envelope(headers=headers)
+    envelope.add_transaction(prepared)  # type: ignore[arg-type]
+    if gen_ai:
+        items = [_compat.v2_span(span, prepared) for span in gen_ai]
+        envelope.add_item(
+            Item(
+                type=_compat.SPAN_ITEM_TYPE,
+                content_type=_compat.SPAN_ITEM_CONTENT_TYPE,
+                headers={"item_count": len(items)},
+                payload=PayloadRef(json={"version": 2, "items": items}),
+            )
         )
-        # The handle flushes and shuts down processors before backends: the processor drains its worker itself.
-        self._processor = SentryTransactionProcessor(resource, shutdown_timeout_s=config.export.shutdown_timeout)
-
-    def span_processors(self) -> Sequence[SpanProcessor]:
-        return (OpenSpans(), self._processor)
-
-
-BACKEND = SentryBackend
+    transport.capture_envelope(envelope)

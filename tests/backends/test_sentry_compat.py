@@ -1,0 +1,270 @@
+"""One test per sentry-sdk name in ``otel_hakgal.backends.sentry._compat``: it exists and does what the layer needs.
+
+A sentry-sdk upgrade that breaks one of these fails here, by name, before any
+end-to-end Sentry test. Clients are built standalone (never installed as the
+global client) and talk to a real loopback Sentry where they send.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sentry_sdk
+from opentelemetry.context import Context, get_value, set_value
+from sentry_sdk.envelope import Item, PayloadRef
+from sentry_sdk.integrations.opentelemetry.propagator import SentryPropagator
+
+from otel_hakgal.backends.sentry import _compat
+from otel_hakgal.testing import SentryReceiver
+from tests.support.processes import ROOT
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+SPAN_ID = "b7ad6b7169203331"
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., Any]]:
+    """Standalone sentry-sdk clients (not the global one), closed after the test."""
+    clients: list[Any] = []
+
+    def make(**options: Any) -> Any:
+        client = sentry_sdk.Client(default_integrations=False, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close(timeout=0.5)
+
+
+def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+# --- envelope items ------------------------------------------------------------------
+
+
+def test_span_item_type_is_sentry_sdks_streamed_span_item() -> None:
+    assert (_compat.SPAN_ITEM_TYPE, _compat.SPAN_ITEM_CONTENT_TYPE) == (
+        "span",
+        "application/vnd.sentry.items.span.v2+json",
+    )
+    item = Item(type=_compat.SPAN_ITEM_TYPE, content_type=_compat.SPAN_ITEM_CONTENT_TYPE, payload=PayloadRef(json={}))
+    assert item.data_category == "span"  # lost spans in such an item are counted as spans
+
+
+def test_v2_span_converts_a_transaction_span_with_its_op_and_data() -> None:
+    span = {
+        "trace_id": TRACE_ID,
+        "span_id": SPAN_ID,
+        "parent_span_id": "c" * 16,
+        "op": "gen_ai.chat",
+        "description": "chat deepseek-chat",
+        "start_timestamp": "2024-01-01T00:00:00.000000Z",
+        "timestamp": "2024-01-01T00:00:01.500000Z",
+        "status": "ok",
+        "data": {"gen_ai.request.model": "deepseek-chat", "gen_ai.usage.input_tokens": 42},
+    }
+    event = {"release": "1.0", "environment": "test", "transaction": "POST /ask", "contexts": {"trace": {}}}
+    converted = _compat.v2_span(span, event)
+
+    assert (converted["trace_id"], converted["span_id"], converted["parent_span_id"]) == (TRACE_ID, SPAN_ID, "c" * 16)
+    assert converted["name"] == "chat deepseek-chat"
+    assert converted["end_timestamp"] - converted["start_timestamp"] == pytest.approx(1.5)
+    attributes = {key: value["value"] for key, value in converted["attributes"].items()}
+    assert attributes["sentry.op"] == "gen_ai.chat"
+    assert attributes["gen_ai.request.model"] == "deepseek-chat" and attributes["gen_ai.usage.input_tokens"] == 42
+    assert attributes["sentry.release"] == "1.0" and attributes["sentry.segment.name"] == "POST /ask"
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+def test_prepare_event_applies_scope_processors_options_and_before_send_transaction(
+    make_client: Callable[..., Any],
+) -> None:
+    seen_hints: list[dict[str, Any]] = []
+
+    def before_send_transaction(event: Any, hint: Any) -> Any:
+        seen_hints.append(hint)
+        return None if event["transaction"] == "drop me" else event
+
+    client = make_client(release="1.0", environment="test", before_send_transaction=before_send_transaction)
+    scope = sentry_sdk.Scope()
+    scope.set_tag("tenant", "acme")
+
+    def transaction(name: str) -> dict[str, Any]:
+        return {"type": "transaction", "transaction": name, "contexts": {"trace": {"trace_id": TRACE_ID}}}
+
+    prepared = _compat.prepare_event(client, transaction("keep me"), scope, {"marker": 1})
+    assert prepared is not None
+    assert (prepared["release"], prepared["environment"]) == ("1.0", "test")
+    assert prepared["tags"]["tenant"] == "acme"  # the scope's data
+    assert [hint["marker"] for hint in seen_hints] == [1]  # the hint reaches before_send_transaction
+    assert _compat.prepare_event(client, transaction("drop me"), scope, {}) is None
+
+
+def test_merged_scope_holds_the_isolation_and_current_scopes_tags() -> None:
+    with sentry_sdk.isolation_scope() as isolation:
+        isolation.set_tag("from", "isolation")
+        with sentry_sdk.new_scope() as current:
+            current.set_tag("inner", "current")
+            merged = _compat.merged_scope()
+    event = merged.apply_to_event({}, {})
+    assert event is not None
+    assert event["tags"]["from"] == "isolation" and event["tags"]["inner"] == "current"
+
+
+# --- transport ------------------------------------------------------------------------------
+
+
+def test_hooked_transport_wraps_each_request(make_client: Callable[..., Any], sentry_receiver: SentryReceiver) -> None:
+    statuses: list[int] = []
+
+    class Recording(_compat.HookedHttpTransport):
+        def around_request(self, send: Callable[[], Any]) -> Any:
+            response = send()
+            statuses.append(response.status)
+            return response
+
+    client = make_client(dsn=sentry_receiver.dsn, transport=Recording)
+    client.capture_event({"message": "through the hook", "level": "info"})
+    client.flush(timeout=5)
+
+    [event] = sentry_receiver.wait_for("event")
+    assert event["message"] == "through the hook"
+    assert statuses == [200]
+
+
+def test_hooked_transport_counts_envelopes_dropped_by_a_full_queue(
+    make_client: Callable[..., Any], sentry_receiver: SentryReceiver
+) -> None:
+    sentry_receiver.fail(delay_s=2.0)  # the first send holds the worker; the queue (1) fills behind it
+    client = make_client(dsn=sentry_receiver.dsn, transport=_compat.HookedHttpTransport, transport_queue_size=1)
+    for index in range(5):
+        client.capture_event({"message": f"burst {index}", "level": "info"})
+    assert client.transport.queue_overflows >= 3
+    sentry_receiver.heal()
+
+
+def test_transport_queue_reports_depth_and_capacity(
+    make_client: Callable[..., Any], sentry_receiver: SentryReceiver
+) -> None:
+    client = make_client(dsn=sentry_receiver.dsn, transport_queue_size=7)
+    assert _compat.transport_queue(client.transport) == (0, 7)
+    sentry_receiver.fail(delay_s=2.0)
+    for index in range(3):
+        client.capture_event({"message": f"queued {index}", "level": "info"})
+    depth, capacity = _compat.transport_queue(client.transport) or (0, 0)
+    assert capacity == 7 and 1 <= depth <= 3  # one may already be on its way
+    assert _compat.transport_queue(object()) is None
+    sentry_receiver.heal()
+
+
+@pytest.mark.parametrize(("level", "encoding"), [(0, None), (1, "gzip")])
+def test_compression_options_set_the_envelope_encoding(
+    make_client: Callable[..., Any], sentry_receiver: SentryReceiver, level: int, encoding: str | None
+) -> None:
+    client = make_client(dsn=sentry_receiver.dsn, **_compat.compression_options(level))
+    client.capture_event({"message": "compressed?", "level": "info"})
+    client.flush(timeout=5)
+    sentry_receiver.wait_for("event")
+    [envelope] = sentry_receiver.envelopes()
+    assert envelope.request_headers.get("content-encoding") == encoding
+
+
+# --- scope and OTel context ------------------------------------------------------------------
+
+
+def test_external_propagation_context_gives_events_the_trace_id() -> None:
+    _compat.register_external_propagation_context(lambda: (TRACE_ID, SPAN_ID))
+    try:
+        event = _compat.merged_scope().apply_to_event({}, {})
+        assert event is not None
+        assert event["contexts"]["trace"]["trace_id"] == TRACE_ID
+    finally:
+        _compat.remove_external_propagation_context()
+    event = _compat.merged_scope().apply_to_event({}, {})
+    assert event is not None and event["contexts"]["trace"]["trace_id"] != TRACE_ID
+
+
+def test_sentry_context_keys_are_the_ones_sentry_sdks_otel_propagator_fills() -> None:
+    carrier = {"sentry-trace": f"{TRACE_ID}-{SPAN_ID}-1", "baggage": f"sentry-trace_id={TRACE_ID}"}
+    context = SentryPropagator().extract(carrier, context=Context())
+    assert isinstance(get_value(_compat.SENTRY_BAGGAGE_KEY, context), _compat.Baggage)
+    assert get_value(_compat.SENTRY_TRACE_KEY, context)["trace_id"] == TRACE_ID  # type: ignore[index]
+    assert get_value(_compat.SENTRY_TRACE_KEY, set_value(_compat.SENTRY_TRACE_KEY, "x", Context())) == "x"
+
+
+def test_span_origin_is_sentry_sdks_otel_origin() -> None:
+    assert _compat.SPAN_ORIGIN == "auto.otel"
+
+
+def test_baggage_parses_freezes_and_serializes_sentry_entries() -> None:
+    incoming = _compat.Baggage.from_incoming_header(f"userId=bob,sentry-trace_id={TRACE_ID},sentry-sample_rate=0.5")
+    assert incoming.sentry_items == {"trace_id": TRACE_ID, "sample_rate": "0.5"}
+    incoming.freeze()
+    assert not incoming.mutable
+    assert incoming.dynamic_sampling_context() == {"trace_id": TRACE_ID, "sample_rate": "0.5"}
+    made = _compat.Baggage(sentry_items={"trace_id": TRACE_ID, "public_key": "pk"}, mutable=False)
+    assert made.serialize() == f"sentry-trace_id={TRACE_ID},sentry-public_key=pk"
+    assert _compat.Baggage.SENTRY_PREFIX == "sentry-"
+
+
+def test_extract_sentrytrace_data_reads_the_sampled_flag() -> None:
+    assert _compat.extract_sentrytrace_data(f"{TRACE_ID}-{SPAN_ID}-1") == {
+        "trace_id": TRACE_ID,
+        "parent_span_id": SPAN_ID,
+        "parent_sampled": True,
+    }
+    assert _compat.extract_sentrytrace_data(f"{TRACE_ID}-{SPAN_ID}-0")["parent_sampled"] is False  # type: ignore[index]
+    assert _compat.extract_sentrytrace_data(f"{TRACE_ID}-{SPAN_ID}")["parent_sampled"] is None  # type: ignore[index]
+
+
+def test_event_from_exception_builds_a_handled_error_event(make_client: Callable[..., Any]) -> None:
+    client = make_client()
+    error = KeyError("missing fact")
+    event, hint = _compat.event_from_exception(
+        error, client_options=client.options, mechanism={"type": "otel_hakgal", "handled": True}
+    )
+    [value] = event["exception"]["values"]
+    assert value["type"] == "KeyError" and value["mechanism"] == {"type": "otel_hakgal", "handled": True}
+    assert hint["exc_info"][1] is error
+
+
+def test_format_timestamp_writes_sentrys_iso_form() -> None:
+    assert _compat.format_timestamp(datetime(2024, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)) == "2024-01-02T03:04:05.006000Z"
+
+
+def test_otlp_traces_target_is_the_dsns_otlp_endpoint_with_its_auth() -> None:
+    url, headers = _compat.otlp_traces_target("http://public@127.0.0.1:1234/42")
+    assert url == "http://127.0.0.1:1234/api/42/integration/otlp/v1/traces/"
+    assert "sentry_key=public" in headers["X-Sentry-Auth"]
+
+
+# --- the failure this module exists for ------------------------------------------------------
+
+
+def test_a_missing_name_fails_at_import_with_the_supported_range() -> None:
+    code = (
+        "import sys; sys.modules['sentry_sdk._span_batcher'] = None\n"
+        "try:\n"
+        "    import otel_hakgal.backends.sentry._compat\n"
+        "except ImportError as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("IncompatibleSentrySdk"), result.stdout
+    assert "sentry_sdk._span_batcher" in result.stdout and _compat.SUPPORTED in result.stdout
