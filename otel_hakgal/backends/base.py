@@ -119,7 +119,10 @@ class Backend:
         ]
 
     def start(self) -> Parts:
-        """Do the I/O and return the parts to install. Called once; remember them in ``self.parts``."""
+        """Do the I/O and return the parts to install. Called once; remember them in ``self.parts``.
+
+        If it raises, it releases what it acquired first: ``shutdown`` is not called then.
+        """
         self.parts = self.create_parts()
         return self.parts
 
