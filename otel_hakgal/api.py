@@ -4,6 +4,33 @@ Each operation opens one span and, when it ends, records the matching metrics,
 so one ``with`` gives both. An exception inside is recorded on the span
 (status ERROR, ``error.type`` = class name) and propagates unchanged. A
 failure that arrives as a return value is marked with :meth:`Operation.fail`.
+
+The public factories are the operation classes themselves, so each
+operation's signature is written once (its ``__init__``) and ``with`` types
+its target::
+
+    command      = CommandOp     # command(verb, *, text=None, timeout_s=None)
+    query        = QueryOp       # query(text=None, *, query_type="ask")
+    prover       = ProverOp      # prover(name, *, order=None, timeout_s=None)
+    llm_call     = LLMCallOp     # llm_call(provider, model, *, operation="chat", ...)
+    cache_lookup = CacheOp       # cache_lookup(cache)
+    step         = StepOp        # step(name, *, attributes=None)
+
+Constructing an operation only stores its arguments. Everything that depends
+on the configuration (redaction, legacy attributes, the tracer, the
+instruments) is read from :data:`otel_hakgal.runtime.current` once, when the
+operation starts, and kept on the operation until it ends: a decorated
+function redacts with the configuration in force at call time, and an
+operation that spans a reconfiguration sees one runtime from start to end.
+
+Values of a closed set that are not in it (a cache name not in
+:class:`~otel_hakgal.conventions.CacheName`, a prover result not in
+:class:`~otel_hakgal.conventions.ProverResult`) are recorded as ``_OTHER``
+with one rate-limited warning per kind; the application never gets an
+exception from its instrumentation.
+
+Attribute values are not cut here: the pipeline cuts every string attribute
+of every span to ``redaction.max_attribute_length``.
 """
 
 from __future__ import annotations
@@ -11,11 +38,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import inspect
 import json
-from collections.abc import Callable, Mapping, Sequence
-from time import perf_counter
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from time import monotonic, perf_counter
 from types import TracebackType
-from typing import Any, ClassVar, ParamSpec, TypeVar
+from typing import Any, ClassVar, Final, ParamSpec, Self, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -23,7 +53,7 @@ from opentelemetry.metrics import Histogram
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from otel_hakgal._state import state
+from otel_hakgal import runtime
 from otel_hakgal.conventions import (
     MESSAGE_EVENT,
     Attr,
@@ -36,39 +66,111 @@ from otel_hakgal.conventions import (
     SpanName,
     TokenType,
 )
+from otel_hakgal.escapes import note_escape
+from otel_hakgal.log_limits import INTERVAL_S
 from otel_hakgal.pricing import cost_of
 from otel_hakgal.redaction import redact_text
+from otel_hakgal.runtime import Runtime
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
+_logger = logging.getLogger(__name__)
+
 _current_op: contextvars.ContextVar[Operation | None] = contextvars.ContextVar("otel_hakgal_op", default=None)
+
+# The slots an operation fills when it starts; everything else in its slots is an argument.
+_RUN_SLOTS: Final = ("_error_type", "_op_token", "_rt", "_start", "_token", "span")
+_UNSET: Final = object()
+
+
+class _UnknownValues:
+    """Maps a value of a closed set to its plain string, and any other value to ``_OTHER``.
+
+    An unknown value is logged as one WARNING per ``interval_s`` for this kind
+    of value, however often it occurs; the next warning after a quiet interval
+    says how many were not reported.
+    """
+
+    __slots__ = ("_known", "_lock", "_next_allowed", "_suppressed", "interval_s", "kind")
+
+    def __init__(self, kind: str, known: Iterable[str], interval_s: float = INTERVAL_S) -> None:
+        self.kind = kind
+        self.interval_s = interval_s
+        self._known: dict[str, str] = {str(value): str(value) for value in known}
+        self._lock = threading.Lock()
+        self._next_allowed: float | None = None
+        self._suppressed = 0
+
+    def __call__(self, value: object) -> str:
+        known = self._known.get(value) if isinstance(value, str) else None
+        return known if known is not None else self._other(value)
+
+    def _other(self, value: object) -> str:
+        now = monotonic()
+        with self._lock:
+            if self._next_allowed is not None and now < self._next_allowed:
+                self._suppressed += 1
+                return ErrorType.OTHER
+            self._next_allowed = now + self.interval_s
+            suppressed, self._suppressed = self._suppressed, 0
+        _logger.warning(
+            "otel_hakgal: unknown %s %r recorded as %s (known: %s)%s",
+            self.kind,
+            value,
+            ErrorType.OTHER,
+            ", ".join(self._known),
+            f" ({suppressed} similar suppressed)" if suppressed else "",
+        )
+        return ErrorType.OTHER
+
+    def reset(self) -> None:
+        """Report the next unknown value again (for tests)."""
+        with self._lock:
+            self._next_allowed = None
+            self._suppressed = 0
+
+
+_cache_names: Final = _UnknownValues("cache name", CacheName)
+_prover_results: Final = _UnknownValues("prover result", ProverResult)
+
+
+def _slot_names(cls: type) -> tuple[str, ...]:
+    slots = cls.__dict__.get("__slots__", ())
+    return (slots,) if isinstance(slots, str) else tuple(slots)
 
 
 class Operation:
     """One instrumented operation: a span plus the metrics recorded when it ends.
 
-    Use it as ``with op as o:`` or as a decorator ``@op``; a decorated
-    function gets a fresh operation per call (reach it with :func:`current`).
+    Use it as ``with op as o:`` or as a decorator ``@op`` (sync or ``async
+    def``); a decorated function gets a fresh operation per call (reach it
+    with :func:`current`). Subclasses store their arguments in ``__init__``
+    and start their span in :meth:`_open`.
     """
 
     scope: ClassVar[ErrorScope] = ErrorScope.STEP
     kind: ClassVar[SpanKind] = SpanKind.INTERNAL
+    _copied: ClassVar[tuple[str, ...]] = ()
 
-    __slots__ = ("_args", "_attributes", "_error_type", "_name", "_op_token", "_start", "_token", "span")
+    __slots__ = _RUN_SLOTS
+    span: Span
+    """The operation's span (set when the operation starts)."""
+    _error_type: str | None
+    _rt: Runtime
 
-    def __init__(self, name: str, attributes: dict[str, AttributeValue], args: tuple[Any, ...] = ()) -> None:
-        self._name = name
-        self._attributes = attributes
-        self._args = args  # constructor arguments, to make a fresh copy per decorated call
-        self._error_type: str | None = None
-        self.span: Span = trace.INVALID_SPAN
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        slots = [name for klass in cls.__mro__ for name in _slot_names(klass)]
+        cls._copied = tuple(dict.fromkeys(name for name in slots if name not in _RUN_SLOTS))
 
     # --- context manager ---
 
-    def __enter__(self) -> Any:
-        self.span = state.tracer.start_span(self._name, kind=self.kind, attributes=self._attributes)
-        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+    def __enter__(self) -> Self:
+        rt = self._rt = runtime.current
+        self._error_type = None
+        span = self.span = self._open(rt)
+        self._token = otel_context.attach(trace.set_span_in_context(span))
         self._op_token = _current_op.set(self)
         self._start = perf_counter()
         return self
@@ -77,28 +179,55 @@ class Operation:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         duration = perf_counter() - self._start
+        span = self.span
         try:
             if exc is not None and not isinstance(exc, GeneratorExit):
-                self.span.record_exception(exc, escaped=True)
-                _note_escape(exc, self.span)
+                span.record_exception(exc, escaped=True)
+                note_escape(exc, span)
                 self._mark_failed(type(exc).__qualname__, f"{type(exc).__name__}: {exc}")
             self._on_end(duration)
         finally:
-            self.span.end()
+            span.end()
             _current_op.reset(self._op_token)
             otel_context.detach(self._token)
+
+    def _open(self, rt: Runtime) -> Span:
+        """Reset the per-run state and start the span. Subclasses implement it."""
+        raise NotImplementedError
 
     # --- decorator ---
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        cls, args = type(self), self._args
+        """Instrument every call of ``fn`` with a fresh copy of this operation.
+
+        For an ``async def`` the wrapper is a coroutine function too, and the
+        span covers the awaited work.
+        """
+        fresh = self._fresh
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def instrumented_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                with fresh():
+                    return await fn(*args, **kwargs)
+
+            return cast(Callable[P, R], instrumented_async)
 
         @functools.wraps(fn)
-        def instrumented(*a: P.args, **kw: P.kwargs) -> R:
-            with cls(*args):
-                return fn(*a, **kw)
+        def instrumented(*args: P.args, **kwargs: P.kwargs) -> R:
+            with fresh():
+                return fn(*args, **kwargs)
 
         return instrumented
+
+    def _fresh(self) -> Self:
+        """An unstarted copy: the same arguments, no run state."""
+        copy = object.__new__(type(self))
+        for name in self._copied:
+            value = getattr(self, name, _UNSET)
+            if value is not _UNSET:
+                setattr(copy, name, value)
+        return copy
 
     # --- helpers for the code inside ---
 
@@ -125,7 +254,25 @@ class Operation:
     def _on_end(self, duration: float) -> None:
         """Record this operation's metrics. Subclasses extend it."""
         if self._error_type is not None:
-            state.instruments.errors.add(1, {Attr.ERROR_TYPE: self._error_type, Attr.ERROR_SCOPE: self.scope.value})
+            self._rt.instruments.errors.add(1, {Attr.ERROR_TYPE: self._error_type, Attr.ERROR_SCOPE: self.scope.value})
+
+
+class StepOp(Operation):
+    """``step(name, *, attributes=None)``: a pipeline step without metrics of its own.
+
+    ``name`` is one of :class:`~otel_hakgal.conventions.SpanName` (parse,
+    retrieval, KB update, ...); ``attributes`` is a mapping, so dotted keys
+    work: ``step(SpanName.KB_UPDATE, attributes={Attr.KB_OPERATION: "add"})``.
+    """
+
+    __slots__ = ("_attributes", "_name")
+
+    def __init__(self, name: str, *, attributes: Mapping[str, AttributeValue] | None = None) -> None:
+        self._name = name
+        self._attributes = attributes
+
+    def _open(self, rt: Runtime) -> Span:
+        return rt.tracer.start_span(self._name, kind=self.kind, attributes=self._attributes)
 
 
 class _OutcomeOp(Operation):
@@ -137,8 +284,8 @@ class _OutcomeOp(Operation):
 
     _kind_key: ClassVar[str]
     _outcome_key: ClassVar[str]
-    _kind: str
     __slots__ = ("_kind",)
+    _kind: str
 
     def _duration_histogram(self) -> Histogram:
         raise NotImplementedError
@@ -159,112 +306,144 @@ class _OutcomeOp(Operation):
         super()._on_end(duration)
 
 
-class StepOp(Operation):
-    """A pipeline step without metrics of its own (parse, retrieval, KB update)."""
-
-    __slots__ = ()
-
-
 class CommandOp(_OutcomeOp):
-    """One API command. Outcome: success, error, or timeout (``fail(ErrorType.TIMEOUT)``)."""
+    """``command(verb, *, text=None, timeout_s=None)``: one API command.
+
+    ``verb`` is lower-cased, ``text`` its arguments (redacted per config).
+    Outcome: success, error, or timeout (``fail(ErrorType.TIMEOUT)``).
+    """
 
     scope = ErrorScope.COMMAND
     _kind_key = Attr.COMMAND_NAME
     _outcome_key = Attr.COMMAND_OUTCOME
-    __slots__ = ()
+    __slots__ = ("_text", "_timeout_s")
 
-    def __init__(self, verb: str, text: str | None = None, timeout_s: float | None = None) -> None:
+    def __init__(self, verb: str, *, text: str | None = None, timeout_s: float | None = None) -> None:
+        self._kind = verb
+        self._text = text
+        self._timeout_s = timeout_s
+
+    def _open(self, rt: Runtime) -> Span:
+        verb = self._kind
         attributes: dict[str, AttributeValue] = {Attr.COMMAND_NAME: verb}
-        if text is not None:
-            redacted = redact_text(text, state.config.redaction, state.scrubber)
+        if self._text is not None:
+            redacted = redact_text(self._text, rt.config.redaction, rt.scrubber)
             if redacted is not None:
                 attributes[Attr.COMMAND_TEXT] = redacted
-        if timeout_s is not None:
-            attributes[Attr.COMMAND_TIMEOUT] = float(timeout_s)
-        super().__init__(SpanName.COMMAND.format(verb=verb), attributes, (verb, text, timeout_s))
-        self._kind = verb
+        if self._timeout_s is not None:
+            attributes[Attr.COMMAND_TIMEOUT] = float(self._timeout_s)
+        return rt.tracer.start_span(SpanName.COMMAND.format(verb=verb), kind=self.kind, attributes=attributes)
 
     def _duration_histogram(self) -> Histogram:
-        return state.instruments.command_duration
+        return self._rt.instruments.command_duration
 
 
 class QueryOp(_OutcomeOp):
-    """A question through the reasoning pipeline."""
+    """``query(text=None, *, query_type="ask")``: a question through the reasoning pipeline.
+
+    ``text`` is the question, redacted per config.
+    """
 
     scope = ErrorScope.QUERY
     _kind_key = Attr.QUERY_TYPE
     _outcome_key = Attr.QUERY_OUTCOME
-    __slots__ = ()
+    __slots__ = ("_text",)
 
-    def __init__(self, text: str | None = None, query_type: str = "ask") -> None:
-        attributes: dict[str, AttributeValue] = {Attr.QUERY_TYPE: query_type}
-        if text is not None:
-            redacted = redact_text(text, state.config.redaction, state.scrubber)
-            if redacted is not None:
-                attributes[Attr.QUERY_TEXT] = redacted
-        super().__init__(SpanName.QUERY, attributes, (text, query_type))
+    def __init__(self, text: str | None = None, *, query_type: str = "ask") -> None:
+        self._text = text
         self._kind = query_type
 
+    def _open(self, rt: Runtime) -> Span:
+        attributes: dict[str, AttributeValue] = {Attr.QUERY_TYPE: self._kind}
+        if self._text is not None:
+            redacted = redact_text(self._text, rt.config.redaction, rt.scrubber)
+            if redacted is not None:
+                attributes[Attr.QUERY_TEXT] = redacted
+        return rt.tracer.start_span(SpanName.QUERY, kind=self.kind, attributes=attributes)
+
     def set_formula(self, formula: str) -> None:
-        self.span.set_attribute(Attr.QUERY_FORMULA, formula[: state.config.redaction.max_attribute_length])
+        self.span.set_attribute(Attr.QUERY_FORMULA, formula)
 
     def set_answer(self, answer: str) -> None:
         self.span.set_attribute(Attr.QUERY_ANSWER, answer)
 
     def _duration_histogram(self) -> Histogram:
-        return state.instruments.query_duration
+        return self._rt.instruments.query_duration
 
 
 class ProverOp(Operation):
-    """One prover run. Set the result with :meth:`set_result`; unset means ``unknown``."""
+    """``prover(name, *, order=None, timeout_s=None)``: one prover run.
+
+    ``order`` is its position in the portfolio. Set the result with
+    :meth:`set_result`; unset means ``unknown``.
+    """
 
     scope = ErrorScope.PROVER
-    __slots__ = ("_prover", "_result")
+    __slots__ = ("_order", "_prover", "_result", "_timeout_s")
+    _result: str | None
 
-    def __init__(self, name: str, order: int | None = None, timeout_s: float | None = None) -> None:
-        attributes: dict[str, AttributeValue] = {Attr.PROVER_NAME: name}
-        if order is not None:
-            attributes[Attr.PROVER_ORDER] = order
-        if timeout_s is not None:
-            attributes[Attr.PROVER_TIMEOUT] = float(timeout_s)
-        super().__init__(SpanName.PROVER.format(prover=name), attributes, (name, order, timeout_s))
+    def __init__(self, name: str, *, order: int | None = None, timeout_s: float | None = None) -> None:
         self._prover = name
-        self._result: ProverResult | None = None
+        self._order = order
+        self._timeout_s = timeout_s
+
+    def _open(self, rt: Runtime) -> Span:
+        self._result = None
+        name = self._prover
+        attributes: dict[str, AttributeValue] = {Attr.PROVER_NAME: name}
+        if self._order is not None:
+            attributes[Attr.PROVER_ORDER] = self._order
+        if self._timeout_s is not None:
+            attributes[Attr.PROVER_TIMEOUT] = float(self._timeout_s)
+        return rt.tracer.start_span(SpanName.PROVER.format(prover=name), kind=self.kind, attributes=attributes)
 
     def set_result(self, result: ProverResult | str, reason: str | None = None) -> None:
-        """Record the prover's verdict (a :class:`ProverResult`) and its short reason."""
-        self._result = ProverResult(result)
+        """Record the prover's verdict (a :class:`ProverResult`; anything else is ``_OTHER``) and its reason."""
+        self._result = value = _prover_results(result)
         if reason is not None:
             self.span.set_attribute(Attr.PROVER_REASON, reason)
-        if self._result in (ProverResult.TIMEOUT, ProverResult.ERROR) and self._error_type is None:
-            self._mark_failed(ErrorType.TIMEOUT if self._result is ProverResult.TIMEOUT else ErrorType.OTHER, reason)
+        if self._error_type is None:
+            if value == ProverResult.TIMEOUT:
+                self._mark_failed(ErrorType.TIMEOUT, reason)
+            elif value == ProverResult.ERROR:
+                self._mark_failed(ErrorType.OTHER, reason)
 
     @property
-    def result(self) -> ProverResult:
+    def result(self) -> str:
+        """The verdict: a :class:`ProverResult` value, or ``_OTHER``."""
         if self._error_type is not None and self._result is None:
-            return ProverResult.TIMEOUT if self._error_type == ErrorType.TIMEOUT else ProverResult.ERROR
-        return self._result or ProverResult.UNKNOWN
+            return (ProverResult.TIMEOUT if self._error_type == ErrorType.TIMEOUT else ProverResult.ERROR).value
+        return self._result or ProverResult.UNKNOWN.value
 
     def _on_end(self, duration: float) -> None:
-        result = self.result.value
+        result = self.result
         self.span.set_attribute(Attr.PROVER_RESULT, result)
         attributes: dict[str, AttributeValue] = {Attr.PROVER_NAME: self._prover, Attr.PROVER_RESULT: result}
-        state.instruments.prover_duration.record(duration, attributes)
-        state.instruments.prover_runs.add(1, attributes)
+        instruments = self._rt.instruments
+        instruments.prover_duration.record(duration, attributes)
+        instruments.prover_runs.add(1, attributes)
         super()._on_end(duration)
 
 
 class CacheOp(Operation):
-    """One cache lookup: call :meth:`hit` or :meth:`miss` (default: miss)."""
+    """``cache_lookup(cache)``: one cache lookup; call :meth:`hit` or :meth:`miss` (default: miss).
+
+    ``cache`` is one of :class:`~otel_hakgal.conventions.CacheName`; any other
+    name is recorded as ``_OTHER``.
+    """
 
     scope = ErrorScope.CACHE
     __slots__ = ("_cache", "_hit")
 
-    def __init__(self, cache: str) -> None:
-        cache_name = CacheName(cache).value
-        super().__init__(SpanName.CACHE.format(cache=cache_name), {Attr.CACHE_NAME: cache_name}, (cache,))
-        self._cache = cache_name
+    def __init__(self, cache: CacheName | str) -> None:
+        self._cache = _cache_names(cache)
+
+    def _open(self, rt: Runtime) -> Span:
         self._hit = False
+        cache = self._cache
+        return rt.tracer.start_span(
+            SpanName.CACHE.format(cache=cache), kind=self.kind, attributes={Attr.CACHE_NAME: cache}
+        )
 
     def hit(self) -> None:
         self._hit = True
@@ -277,54 +456,79 @@ class CacheOp(Operation):
 
     def _on_end(self, duration: float) -> None:
         self.span.set_attribute(Attr.CACHE_HIT, self._hit)
-        state.instruments.cache_lookups.add(1, {Attr.CACHE_NAME: self._cache, Attr.CACHE_HIT: self._hit})
+        self._rt.instruments.cache_lookups.add(1, {Attr.CACHE_NAME: self._cache, Attr.CACHE_HIT: self._hit})
         super()._on_end(duration)
 
 
 class LLMCallOp(Operation):
-    """One call to an LLM provider, following the OTel GenAI conventions."""
+    """``llm_call(provider, model, *, operation="chat", server_address=None, ...)``: one LLM call.
+
+    Follows the OTel GenAI conventions: span ``"{operation} {model}"``, kind
+    CLIENT. Record tokens with :meth:`record_usage`; the cost is derived when
+    the call ends.
+    """
 
     scope = ErrorScope.LLM
     kind = SpanKind.CLIENT
-    __slots__ = ("_input_tokens", "_metric_attributes", "_model", "_output_tokens", "_provider")
+    __slots__ = (
+        "_input_tokens",
+        "_max_tokens",
+        "_metric_attributes",
+        "_model",
+        "_operation",
+        "_output_tokens",
+        "_provider",
+        "_server_address",
+        "_server_port",
+        "_temperature",
+    )
+    _input_tokens: int | None
+    _output_tokens: int | None
+    _metric_attributes: dict[str, AttributeValue]
 
     def __init__(
         self,
         provider: str,
         model: str,
+        *,
         operation: str = GenAIOperation.CHAT,
         server_address: str | None = None,
         server_port: int | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> None:
-        operation = str(operation)
+        self._provider = provider
+        self._model = model
+        self._operation = str(operation)
+        self._server_address = server_address
+        self._server_port = server_port
+        self._max_tokens = max_tokens
+        self._temperature = temperature
+
+    def _open(self, rt: Runtime) -> Span:
+        self._input_tokens = None
+        self._output_tokens = None
+        provider, model, operation = self._provider, self._model, self._operation
         metric_attributes: dict[str, AttributeValue] = {
             Attr.GEN_AI_OPERATION_NAME: operation,
             Attr.GEN_AI_PROVIDER_NAME: provider,
             Attr.GEN_AI_REQUEST_MODEL: model,
         }
-        if server_address is not None:
-            metric_attributes[Attr.SERVER_ADDRESS] = server_address
-        attributes = dict(metric_attributes)
-        if state.config.genai.emit_legacy_system:
-            attributes[Attr.GEN_AI_SYSTEM] = provider
-        if server_port is not None:
-            attributes[Attr.SERVER_PORT] = server_port
-        if max_tokens is not None:
-            attributes[Attr.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
-        if temperature is not None:
-            attributes[Attr.GEN_AI_REQUEST_TEMPERATURE] = float(temperature)
-        super().__init__(
-            SpanName.LLM.format(operation=operation, model=model),
-            attributes,
-            (provider, model, operation, server_address, server_port, max_tokens, temperature),
-        )
-        self._provider = provider
-        self._model = model
+        if self._server_address is not None:
+            metric_attributes[Attr.SERVER_ADDRESS] = self._server_address
         self._metric_attributes = metric_attributes
-        self._input_tokens: int | None = None
-        self._output_tokens: int | None = None
+        attributes = dict(metric_attributes)
+        if rt.config.genai.emit_legacy_system:
+            attributes[Attr.GEN_AI_SYSTEM] = provider
+        if self._server_port is not None:
+            attributes[Attr.SERVER_PORT] = self._server_port
+        if self._max_tokens is not None:
+            attributes[Attr.GEN_AI_REQUEST_MAX_TOKENS] = self._max_tokens
+        if self._temperature is not None:
+            attributes[Attr.GEN_AI_REQUEST_TEMPERATURE] = float(self._temperature)
+        return rt.tracer.start_span(
+            SpanName.LLM.format(operation=operation, model=model), kind=self.kind, attributes=attributes
+        )
 
     def record_usage(
         self,
@@ -351,16 +555,16 @@ class LLMCallOp(Operation):
             self.span.set_attribute(Attr.GEN_AI_RESPONSE_ID, response_id)
 
     def record_messages(self, input_messages: object, output_messages: object | None = None) -> None:
-        """Record prompt and response content, only when content capture is switched on."""
-        if not state.config.genai.capture_message_content:
+        """Record prompt and response content as JSON, only when content capture is switched on."""
+        if not self._rt.config.genai.capture_message_content:
             return
-        limit = state.config.redaction.max_attribute_length
-        self.span.set_attribute(Attr.GEN_AI_INPUT_MESSAGES, json.dumps(input_messages, default=str)[:limit])
+        self.span.set_attribute(Attr.GEN_AI_INPUT_MESSAGES, json.dumps(input_messages, default=str))
         if output_messages is not None:
-            self.span.set_attribute(Attr.GEN_AI_OUTPUT_MESSAGES, json.dumps(output_messages, default=str)[:limit])
+            self.span.set_attribute(Attr.GEN_AI_OUTPUT_MESSAGES, json.dumps(output_messages, default=str))
 
     def _on_end(self, duration: float) -> None:
-        instruments = state.instruments
+        rt = self._rt
+        instruments = rt.instruments
         attributes = self._metric_attributes
         duration_attributes = (
             attributes if self._error_type is None else {**attributes, Attr.ERROR_TYPE: self._error_type}
@@ -375,7 +579,7 @@ class LLMCallOp(Operation):
                 self._output_tokens, {**attributes, Attr.GEN_AI_TOKEN_TYPE: TokenType.OUTPUT.value}
             )
         if self._input_tokens is not None or self._output_tokens is not None:
-            cost = cost_of(self._model, self._input_tokens or 0, self._output_tokens or 0, state.config.pricing)
+            cost = cost_of(self._model, self._input_tokens or 0, self._output_tokens or 0, rt.config.pricing)
             if cost is None:
                 self.span.set_attribute(Attr.LLM_COST_KNOWN, False)
             else:
@@ -393,73 +597,14 @@ class LLMCallOp(Operation):
         super()._on_end(duration)
 
 
-# --- public factories -------------------------------------------------------
+# --- public factories: the operation classes themselves (see the module docstring) ---
 
-
-def command(verb: str, *, text: str | None = None, timeout_s: float | None = None) -> CommandOp:
-    """Instrument one API command (``verb`` lower-cased, ``text`` its arguments, redacted per config)."""
-    return CommandOp(verb, text, timeout_s)
-
-
-def query(text: str | None = None, *, query_type: str = "ask") -> QueryOp:
-    """Instrument one reasoning query; ``text`` is the question, redacted per config."""
-    return QueryOp(text, query_type)
-
-
-def prover(name: str, *, order: int | None = None, timeout_s: float | None = None) -> ProverOp:
-    """Instrument one prover run; ``order`` is its position in the portfolio."""
-    return ProverOp(name, order, timeout_s)
-
-
-def llm_call(
-    provider: str,
-    model: str,
-    *,
-    operation: str = GenAIOperation.CHAT,
-    server_address: str | None = None,
-    server_port: int | None = None,
-    max_tokens: int | None = None,
-    temperature: float | None = None,
-) -> LLMCallOp:
-    """Instrument one LLM call (span ``"{operation} {model}"``, kind CLIENT)."""
-    return LLMCallOp(provider, model, operation, server_address, server_port, max_tokens, temperature)
-
-
-def cache_lookup(cache: str) -> CacheOp:
-    """Instrument one cache lookup; ``cache`` is one of :class:`~otel_hakgal.conventions.CacheName`."""
-    return CacheOp(cache)
-
-
-class _Step(StepOp):
-    __slots__ = ()
-
-    def __init__(self, name: str, attributes: Mapping[str, AttributeValue] | None = None) -> None:
-        super().__init__(name, dict(attributes or {}), (name, attributes))
-
-
-def step(name: str, **attributes: AttributeValue) -> StepOp:
-    """Instrument a pipeline step named by :class:`~otel_hakgal.conventions.SpanName` (parse, retrieval, ...)."""
-    return _Step(name, attributes)
-
-
-_ESCAPED_SPANS = "_otel_hakgal_escaped_spans"
-
-
-def _note_escape(error: BaseException, span: Span) -> None:
-    """Remember on ``error`` each span it escaped from, innermost first (error backends link to it)."""
-    with contextlib.suppress(Exception):  # an exception type that refuses attributes just isn't linked
-        spans = error.__dict__.setdefault(_ESCAPED_SPANS, [])
-        spans.append(span)
-
-
-def escaped_spans(error: BaseException) -> list[Span]:
-    """The operation spans ``error`` was raised through, innermost first (empty if none).
-
-    Error backends use it to link an error to the span where it happened even
-    after that span has ended.
-    """
-    spans = getattr(error, "__dict__", {}).get(_ESCAPED_SPANS)
-    return list(spans) if isinstance(spans, list) else []
+command = CommandOp
+query = QueryOp
+prover = ProverOp
+llm_call = LLMCallOp
+cache_lookup = CacheOp
+step = StepOp
 
 
 def current() -> Operation | None:
@@ -469,8 +614,9 @@ def current() -> Operation | None:
 
 def capture_message(message: str, level: str = "info", **attributes: AttributeValue) -> None:
     """Report a message (the seed's ``capture_message``): a span event, and error backends get it too."""
+    rt = runtime.current
     trace.get_current_span().add_event(MESSAGE_EVENT, {Attr.MESSAGE_LEVEL: level, "message": message, **attributes})
-    for backend in state.backends:
+    for backend in rt.backends:
         with contextlib.suppress(Exception):  # a reporting backend must never break the caller
             backend.capture_message(message, level)
 
@@ -480,11 +626,12 @@ def capture_exception(error: BaseException, **context: AttributeValue) -> None:
 
     The span's status is left alone: the operation decides whether it failed.
     """
+    rt = runtime.current
     span = trace.get_current_span()
     span.record_exception(error, attributes=context or None, escaped=False)
     op = _current_op.get()
     scope = op.scope if op is not None else ErrorScope.STEP
-    state.instruments.errors.add(1, {Attr.ERROR_TYPE: type(error).__qualname__, Attr.ERROR_SCOPE: scope.value})
-    for backend in state.backends:
+    rt.instruments.errors.add(1, {Attr.ERROR_TYPE: type(error).__qualname__, Attr.ERROR_SCOPE: scope.value})
+    for backend in rt.backends:
         with contextlib.suppress(Exception):  # a reporting backend must never break the caller
             backend.capture_exception(error, otel_context.get_current())

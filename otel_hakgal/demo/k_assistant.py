@@ -236,7 +236,7 @@ class KAssistant:
         return Reply(f"Built from {path.name} ({source}): {added} new facts, {len(self.kb)} in total.")
 
     def _update_kb(self, operation: str, change: Any) -> Any:
-        with hg.step(SpanName.KB_UPDATE, **{Attr.KB_OPERATION: operation}) as step:
+        with hg.step(SpanName.KB_UPDATE, attributes={Attr.KB_OPERATION: operation}) as step:
             result = change()
             step.set_attribute(Attr.KB_FACT_COUNT, len(self.kb))
         self.proof_cache.clear()  # proofs were made against the old facts

@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind
 from werkzeug.serving import BaseWSGIServer, make_server
 
 import otel_hakgal as hg
+from otel_hakgal.backends.memory import MemoryBackend
 from otel_hakgal.demo.api import create_app
 from otel_hakgal.demo.k_assistant import AssistantSettings, KAssistant
 from otel_hakgal.demo.providers import Endpoints
@@ -84,11 +85,11 @@ def _print_result(out: TextIO) -> Any:
     return show
 
 
-def _wait_for_server_spans(memory: Any, expected: int, timeout_s: float = 5.0) -> list[ReadableSpan]:
+def _wait_for_server_spans(memory: MemoryBackend, expected: int, timeout_s: float = 5.0) -> list[ReadableSpan]:
     """The server span of a request ends just after the client has its answer: wait for the last ones."""
     deadline = time.monotonic() + timeout_s
     while True:
-        spans: list[ReadableSpan] = memory.spans()
+        spans = memory.spans()
         if sum(1 for s in spans if s.kind is SpanKind.SERVER) >= expected or time.monotonic() > deadline:
             return spans
         time.sleep(0.02)
@@ -118,7 +119,7 @@ def workload_metrics(z3_timeout_s: float = 1.0) -> Snapshot:
     try:
         with LLMSimulator() as simulator, _service(simulator, z3_timeout_s, 0) as api:
             results = run_workload(api.base_url, simulator)
-            memory = handle.backend("memory")
+            memory = handle.backend(MemoryBackend)
             _wait_for_server_spans(memory, expected=len(results))
             return snapshot(memory.metrics())
     finally:
@@ -135,7 +136,7 @@ def _report(handle: hg.Handle, results: Sequence[StepResult], *, show_traces: bo
         handle.force_flush()
         print(f"\ntelemetry sent to: {', '.join(handle.backends) or 'no backend'}", file=out)
         return
-    memory = handle.backend("memory")
+    memory = handle.backend(MemoryBackend)
     spans = _wait_for_server_spans(memory, expected=len(results))
     if show_traces:
         traces = group_by_trace(spans)
