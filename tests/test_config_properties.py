@@ -150,6 +150,7 @@ def assert_clear(outcome: Config | ConfigError, file: Path | str | None = None) 
         assert problem in str(outcome)
 
 
+@pytest.mark.slow
 @FAST
 @given(data=config_data)
 def test_any_toml_file_gives_a_config_or_a_clear_error(tmp_path: Path, data: dict[str, Any]) -> None:
@@ -158,6 +159,7 @@ def test_any_toml_file_gives_a_config_or_a_clear_error(tmp_path: Path, data: dic
     assert_clear(load_or_error(path), path)
 
 
+@pytest.mark.slow
 @FAST
 @given(data=config_data)
 def test_any_setup_arguments_give_a_config_or_a_clear_error(data: dict[str, Any]) -> None:
@@ -191,6 +193,7 @@ def test_any_file_bytes_give_a_config_or_a_clear_error(tmp_path: Path, content: 
     assert_clear(load_or_error(path), path)
 
 
+@pytest.mark.slow
 @FAST
 @given(data=config_data, flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4))
 def test_corrupted_toml_gives_a_config_or_a_clear_error(
@@ -204,6 +207,7 @@ def test_corrupted_toml_gives_a_config_or_a_clear_error(
     assert_clear(load_or_error(path), path)
 
 
+@pytest.mark.slow
 @FAST
 @given(data=config_data, environ=environs, overrides=config_data)
 def test_all_sources_at_once(

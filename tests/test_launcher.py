@@ -14,6 +14,8 @@ from otel_hakgal.launcher import _is_reloader_watcher
 from otel_hakgal.testing import OtlpReceiver, ReceivedSpan, jsonl_spans
 from tests.support.processes import ROOT, VENV_BIN, ServerProcess, clean_env, free_port
 
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+
 APP = "otel_hakgal.demo.api"
 INSTRUMENT = str(VENV_BIN / "opentelemetry-instrument")
 SERVER_KIND = 2

@@ -33,6 +33,8 @@ from otel_hakgal.testing import OtlpReceiver, SentryReceiver
 from otel_hakgal.testing.outages import FAULTS, WarningCapture, apply_fault, max_depths, queue_depths
 from otel_hakgal.testing.receiver import LoopbackServer
 
+pytestmark = pytest.mark.slow
+
 REQUESTS = 150
 COMMAND = {"command": "ask Is Rome a city?"}
 PROBE = SpanName.COMMAND.format(verb="status")  # the service only runs "ask": a probe span is unambiguous

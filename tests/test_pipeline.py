@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,13 +77,25 @@ def test_shutdown_is_bounded_when_the_backend_is_down() -> None:
     assert elapsed < 3.0
 
 
-def test_unreachable_backend_never_breaks_the_app() -> None:
+def test_unreachable_backend_never_breaks_the_app(export_log: pytest.LogCaptureFixture) -> None:
+    # The batch thread would swallow an exception: observe what a user sees, the app's thread and the log.
     handle = hg.setup(backends=["otlp"], settings={"otlp.endpoint": "http://127.0.0.1:9", "otlp.timeout": 0.5})
+    export_log.clear()
     try:
         for _ in range(50):
             _workload()
+        # Nothing was exported, nor failed, on the app's thread.
+        app_thread = threading.get_ident()
+        assert [r for r in export_log.records if r.thread == app_thread] == [], export_log.text
     finally:
+        started = time.monotonic()
         handle.shutdown(timeout_s=2)
+        elapsed = time.monotonic() - started
+    assert elapsed < 3.0
+    # The span exporter reports the failure in the log; no exception reached the SDK (it would log a traceback).
+    failed = [r for r in export_log.records if r.name == "opentelemetry.exporter.otlp.proto.http.trace_exporter"]
+    assert any("Failed to export spans" in r.getMessage() for r in failed), export_log.text
+    assert [r for r in export_log.records if r.exc_info] == [], export_log.text
 
 
 def test_disabled_sends_nothing(otlp_receiver: OtlpReceiver) -> None:

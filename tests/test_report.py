@@ -200,6 +200,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]
         handle.shutdown()
 
 
+@pytest.mark.system
 def test_report_from_a_live_prometheus_matches_in_process(
     live: PrometheusServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -228,6 +229,7 @@ def test_report_from_a_live_prometheus_matches_in_process(
     assert out.splitlines()[1:] == render(in_process).splitlines()[1:]
 
 
+@pytest.mark.system
 def test_indicator_promql_agrees_with_the_report(live: PrometheusServer) -> None:
     """The alert rules' expressions (lifetime form) give the values the report computes."""
     snapshot = snapshot_from_prometheus(live.url)
@@ -236,6 +238,7 @@ def test_indicator_promql_agrees_with_the_report(live: PrometheusServer) -> None
         assert result[key] == pytest.approx(value), indicator.key
 
 
+@pytest.mark.system
 def test_report_with_a_window(live: PrometheusServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["report", "--prometheus", live.url, "--window", "5m"]) == 0
     out = capsys.readouterr().out

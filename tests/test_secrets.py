@@ -21,6 +21,8 @@ from otel_hakgal.redaction import REDACTED
 from otel_hakgal.testing import OtlpReceiver, SentryReceiver
 from tests.support.processes import ServerProcess, clean_env, free_port
 
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+
 
 def _token(length: int, alphabet: str = string.ascii_letters + string.digits) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))

@@ -6,9 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from otel_hakgal.selftest import TEST_ERROR, TEST_MESSAGE
 from otel_hakgal.testing import OtlpReceiver, SentryReceiver
 from tests.support.processes import ROOT, clean_env
+
+pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 
 def _selftest(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

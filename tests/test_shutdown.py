@@ -23,6 +23,8 @@ from otel_hakgal.conventions import SpanName
 from otel_hakgal.testing import OtlpReceiver, SentryReceiver, jsonl_spans
 from tests.support.processes import VENV_BIN, ServerProcess, clean_env, free_port
 
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+
 APP = "otel_hakgal.demo.api"
 REQUESTS = 6
 SPANS_PER_REQUEST = 2  # the server span and the command span of `status`

@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 import otel_hakgal as hg
 from otel_hakgal.conventions import Metric
 from otel_hakgal.testing import jsonl_metric_names, jsonl_spans
@@ -22,8 +24,21 @@ def test_writes_otlp_json_lines_with_hex_ids(tmp_path: Path) -> None:
     assert Metric.CACHE_LOOKUPS in metric_names
 
 
-def test_unwritable_path_does_not_break_the_app(tmp_path: Path) -> None:
-    handle = hg.setup(backends=["jsonl"], settings={"jsonl.path": str(tmp_path / "no" / "such" / "dir.jsonl")})
-    with hg.command("status"):
-        pass
-    handle.shutdown()
+def test_unwritable_path_loses_only_what_it_cannot_write(tmp_path: Path, export_log: pytest.LogCaptureFixture) -> None:
+    # The batch thread would swallow an exception: observe the file and the log instead.
+    path = tmp_path / "later" / "telemetry.jsonl"
+    handle = hg.setup(backends=["jsonl"], settings={"jsonl.path": str(path)})
+    try:
+        with hg.command("status"):
+            pass
+        handle.force_flush(5)  # this export fails: the directory does not exist
+        assert not path.exists()
+        path.parent.mkdir()
+        with hg.command("ask"):
+            pass
+        handle.force_flush(5)  # the next one is written: the backend did not give up
+    finally:
+        handle.shutdown()
+    assert [span["name"] for span in jsonl_spans(path)] == ["hakgal.command ask"]
+    # The exporter returned a failure; an exception would have reached the SDK, which logs a traceback.
+    assert [r for r in export_log.records if r.exc_info] == [], export_log.text

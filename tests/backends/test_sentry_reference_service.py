@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import requests
 from werkzeug.serving import make_server
 
@@ -109,6 +110,8 @@ def test_failing_command_gives_one_error_linked_to_its_span(sentry_receiver: Sen
     assert len(sentry_receiver.errors()) == 1 and len(sentry_receiver.transactions()) == 1
 
 
+@pytest.mark.system
+@pytest.mark.slow
 def test_demo_with_the_sentry_config_delivers_the_whole_workload(sentry_receiver: SentryReceiver) -> None:
     env = clean_env(SENTRY_DSN=sentry_receiver.dsn)
     result = subprocess.run(

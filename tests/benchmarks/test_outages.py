@@ -13,7 +13,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
+
 from tests.support.benchmarks import load_benchmark
+
+pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 REQUESTS = 10
 

@@ -14,6 +14,8 @@ import pytest
 
 from tests.support.benchmarks import load_benchmark
 
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+
 REQUESTS = 3
 
 

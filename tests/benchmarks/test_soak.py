@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
+import pytest
+
 from tests.support.benchmarks import load_benchmark
+
+pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 COMMANDS = 2000
 

@@ -59,12 +59,14 @@ def test_thresholds_are_the_seed_guides() -> None:
     assert per_label["prover_error_rate"] == "hakgal_prover_name"
 
 
+@pytest.mark.system
 def test_promtool_checks_the_rules() -> None:
     result = _promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 rules found" in result.stdout
 
 
+@pytest.mark.system
 def test_promtool_unit_tests_pass() -> None:
     result = _promtool("test", "rules", UNIT_TESTS.name, cwd=UNIT_TESTS.parent)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -83,6 +85,7 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
     assert quiet == names
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("indicator", INDICATORS, ids=lambda i: i.key)
 @pytest.mark.parametrize("factor", [0.9, 1.1], ids=["threshold-lowered", "threshold-raised"])
 def test_unit_tests_are_tight_around_each_threshold(indicator: Any, factor: float, tmp_path: Path) -> None:

@@ -31,6 +31,8 @@ from otel_hakgal.testing.prometheus import PrometheusServer, require_binary, wai
 from tests.configs.test_dashboards import RULES, panel_queries, rule_expressions
 from tests.support.processes import VENV_BIN, ServerProcess, clean_env, free_port
 
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+
 APP = "otel_hakgal.demo.api"
 
 WORKLOAD = (

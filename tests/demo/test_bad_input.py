@@ -27,6 +27,8 @@ from otel_hakgal.testing import OtlpReceiver, ReceivedSpan
 from otel_hakgal.testing.receiver import any_value
 from tests.support.processes import VENV_BIN, ServerProcess, clean_env, free_port
 
+pytestmark = pytest.mark.system
+
 MAX_ATTRIBUTE_LENGTH = 200  # small, so the long inputs below really get cut
 SERVER_KIND = 2
 MB = 1024 * 1024
