@@ -290,7 +290,7 @@ def test_what_setup_cannot_run_is_one_error_line_or_exit_2_when_strict(case: str
 
 def test_strict_in_the_config_file_is_honoured(tmp_path: Path, otlp_receiver: OtlpReceiver) -> None:
     config = tmp_path / "strict.toml"
-    config.write_text('strict = true\n[sampling]\nratio = 5\n')
+    config.write_text("strict = true\n[sampling]\nratio = 5\n")
     port = free_port()
     server = ServerProcess(_forms(port)["python -m"], _otlp_env(otlp_receiver, OTEL_HAKGAL_CONFIG=str(config)), port)
     output = server.finish(timeout_s=30)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -34,6 +35,9 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from otel_hakgal.backends.base import Backend, Parts
 from otel_hakgal.backends.batching import CountingBatchSpanProcessor
 from otel_hakgal.config import Config, setting
+from otel_hakgal.delivery import DeliveryLog
+
+delivery_logger = logging.getLogger("otel_hakgal.delivery")  # rate-limited: see otel_hakgal.log_limits
 
 _ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId"})
 PATH_ENV = "OTEL_HAKGAL_JSONL_PATH"
@@ -65,17 +69,25 @@ def to_otlp_json(message: Message) -> str:
 
 
 class _LineWriter:
-    """Appends whole lines to one file from several exporter threads."""
+    """Appends whole lines to one file from several exporter threads.
 
-    def __init__(self, path: Path) -> None:
+    A failed write (a missing directory, a full disk) loses only that export
+    request: it is logged on the rate-limited ``otel_hakgal.delivery`` logger
+    and counted in the backend's ``stats().sends``.
+    """
+
+    def __init__(self, path: Path, log: DeliveryLog | None = None) -> None:
         self.path = path
+        self.log = log or DeliveryLog()
         self._lock = threading.Lock()
 
     def write(self, line: str) -> bool:
         try:
             with self._lock, self.path.open("a", encoding="utf-8") as handle:
                 handle.write(line + "\n")
-        except OSError:
+        except OSError as error:
+            self.log.record_error(error)
+            delivery_logger.warning("jsonl backend cannot write %s (%s); its telemetry is dropped", self.path, error)
             return False
         return True
 
@@ -121,7 +133,7 @@ class JsonlBackend(Backend):
 
     def __init__(self, config: Config, resource: Resource) -> None:
         super().__init__(config, resource)
-        self.writer = _LineWriter(Path(self.settings.path))
+        self.writer = _LineWriter(Path(self.settings.path), self.delivery)
 
     def create_parts(self) -> Parts:
         readers: tuple[MetricReader, ...] = ()

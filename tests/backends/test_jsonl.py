@@ -37,8 +37,12 @@ def test_unwritable_path_loses_only_what_it_cannot_write(tmp_path: Path, export_
         with hg.command("ask"):
             pass
         handle.force_flush(5)  # the next one is written: the backend did not give up
+        # The first flush's two writes failed (its spans and its metrics), and were counted.
+        assert handle.stats()["jsonl"].sends == {"FileNotFoundError": 2}
     finally:
         handle.shutdown()
     assert [span["name"] for span in jsonl_spans(path)] == ["hakgal.command ask"]
+    warnings = [r.getMessage() for r in export_log.records if r.name == "otel_hakgal.delivery"]
+    assert len(warnings) == 2 and all(str(path) in w and "dropped" in w for w in warnings), warnings
     # The exporter returned a failure; an exception would have reached the SDK, which logs a traceback.
     assert [r for r in export_log.records if r.exc_info] == [], export_log.text
