@@ -1,4 +1,6 @@
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +22,19 @@ def export_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
     log_limits.reset()  # forget a minute's budget an earlier test has begun
     caplog.set_level(logging.WARNING)
     return caplog
+
+
+@pytest.fixture
+def exploding_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A registered third-party backend (entry point ``exploding``) whose start() fails."""
+    from otel_hakgal.backends import registry
+    from tests.support.plugins import EXPLODING, install_plugin
+
+    monkeypatch.syspath_prepend(
+        str(install_plugin(tmp_path, "exploding", "exploding_backend:ExplodingBackend", EXPLODING))
+    )
+    registry._targets.cache_clear()
+    registry.backend_class.cache_clear()
+    yield
+    registry._targets.cache_clear()
+    registry.backend_class.cache_clear()

@@ -263,6 +263,22 @@ def test_sigterm_to_demo_serve_flushes_every_finished_span(otlp_receiver: OtlpRe
     assert len(otlp_receiver.spans()) == produced, output[-3000:]
 
 
+def _assert_one_error_line_or_exit_2_when_strict(env: dict[str, str], port: int) -> str:
+    """The app runs and logs one ERROR line, no traceback; with OTEL_HAKGAL_STRICT=1 it exits 2. Returns the line."""
+    server = ServerProcess(_forms(port)["python -m"], env, port)
+    try:
+        server.wait_ready()
+        assert server.post_command("status")[0] == 200
+    finally:
+        output = server.stop()
+    errors = [line for line in output.splitlines() if "otel_hakgal ERROR" in line]
+    assert len(errors) == 1 and "Traceback" not in output, output
+    strict = ServerProcess(_forms(port)["python -m"], {**env, "OTEL_HAKGAL_STRICT": "1"}, port)
+    strict_output = strict.finish(timeout_s=30)
+    assert strict.process.returncode == 2 and "Traceback" not in strict_output, strict_output
+    return errors[0]
+
+
 LAUNCHER_FAILURES = {
     "two sentry backends": {"OTEL_HAKGAL_BACKENDS": "sentry,sentry-otlp"},
     "negative schedule delay": {"OTEL_BSP_SCHEDULE_DELAY": "-5"},
@@ -275,17 +291,7 @@ LAUNCHER_FAILURES = {
 def test_what_setup_cannot_run_is_one_error_line_or_exit_2_when_strict(case: str, otlp_receiver: OtlpReceiver) -> None:
     port = free_port()
     env = _otlp_env(otlp_receiver, **LAUNCHER_FAILURES[case])
-    server = ServerProcess(_forms(port)["python -m"], env, port)
-    try:
-        server.wait_ready()
-        assert server.post_command("status")[0] == 200
-    finally:
-        output = server.stop()
-    errors = [line for line in output.splitlines() if "otel_hakgal ERROR" in line]
-    assert len(errors) == 1 and "Traceback" not in output, output
-    strict = ServerProcess(_forms(port)["python -m"], {**env, "OTEL_HAKGAL_STRICT": "1"}, port)
-    output = strict.finish(timeout_s=30)
-    assert strict.process.returncode == 2 and "Traceback" not in output, output
+    _assert_one_error_line_or_exit_2_when_strict(env, port)
 
 
 def test_strict_in_the_config_file_is_honoured(tmp_path: Path, otlp_receiver: OtlpReceiver) -> None:
@@ -306,17 +312,7 @@ def test_a_backend_that_cannot_start_is_one_error_line_and_the_app_runs(
     plugins = install_plugin(tmp_path, "exploding", "exploding_backend:ExplodingBackend", EXPLODING)
     port = free_port()
     env = _otlp_env(otlp_receiver, OTEL_HAKGAL_BACKENDS="otlp,exploding", PYTHONPATH=str(plugins))
-    server = ServerProcess(_forms(port)["python -m"], env, port)
-    try:
-        server.wait_ready()
-        assert server.post_command("status")[0] == 200
-    finally:
-        output = server.stop()
-    errors = [line for line in output.splitlines() if "otel_hakgal ERROR" in line]
-    assert len(errors) == 1 and "Traceback" not in output, output
-    assert "'exploding' failed to start" in errors[0] and "cannot open the loft" in errors[0]
+    error = _assert_one_error_line_or_exit_2_when_strict(env, port)
+    assert "'exploding' failed to start" in error and "cannot open the loft" in error
     time.sleep(0.5)
     assert otlp_receiver.spans() == []  # the otlp backend that started was stopped again
-    strict = ServerProcess(_forms(port)["python -m"], {**env, "OTEL_HAKGAL_STRICT": "1"}, port)
-    output = strict.finish(timeout_s=30)
-    assert strict.process.returncode == 2, output

@@ -2,7 +2,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -221,22 +220,6 @@ def test_scrubbing_can_be_turned_off_but_the_cut_stays() -> None:
     assert kept.attributes is not None
     assert kept.attributes["url.query"] == "api_key=abcdefgh12345678"
     assert kept.attributes["long"] == "x" * 30
-
-
-@pytest.fixture
-def exploding_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A registered third-party backend whose start() fails."""
-    from otel_hakgal.backends import registry
-    from tests.support.plugins import EXPLODING, install_plugin
-
-    monkeypatch.syspath_prepend(
-        str(install_plugin(tmp_path, "exploding", "exploding_backend:ExplodingBackend", EXPLODING))
-    )
-    registry._targets.cache_clear()
-    registry.backend_class.cache_clear()
-    yield
-    registry._targets.cache_clear()
-    registry.backend_class.cache_clear()
 
 
 def test_a_backend_that_fails_to_start_leaves_the_previous_setup_running(

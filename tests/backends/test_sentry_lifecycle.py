@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sentry_sdk
@@ -119,22 +117,6 @@ def test_reconfiguring_to_a_new_dsn_sends_through_the_new_client(sentry_receiver
     assert message["message"] == "still linked"
     assert len(sentry_receiver.transactions()) == 1 and sentry_receiver.errors() == []
     assert not sentry_sdk.get_client().is_active()  # shut down: sentry-sdk is uninitialised again
-
-
-@pytest.fixture
-def exploding_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A registered third-party backend whose start() fails."""
-    from otel_hakgal.backends import registry
-    from tests.support.plugins import EXPLODING, install_plugin
-
-    monkeypatch.syspath_prepend(
-        str(install_plugin(tmp_path, "exploding", "exploding_backend:ExplodingBackend", EXPLODING))
-    )
-    registry._targets.cache_clear()
-    registry.backend_class.cache_clear()
-    yield
-    registry._targets.cache_clear()
-    registry.backend_class.cache_clear()
 
 
 def test_an_abandoned_setup_gives_sentry_back_the_running_client(
