@@ -41,7 +41,6 @@ import functools
 import inspect
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from time import monotonic, perf_counter
 from types import TracebackType
@@ -67,7 +66,7 @@ from otel_hakgal.conventions import (
     TokenType,
 )
 from otel_hakgal.escapes import note_escape
-from otel_hakgal.log_limits import INTERVAL_S
+from otel_hakgal.log_limits import INTERVAL_S, WarningBudget
 from otel_hakgal.pricing import cost_of
 from otel_hakgal.redaction import redact_text
 from otel_hakgal.runtime import Runtime
@@ -79,11 +78,6 @@ _logger = logging.getLogger(__name__)
 
 _current_op: contextvars.ContextVar[Operation | None] = contextvars.ContextVar("otel_hakgal_op", default=None)
 
-# The slots an operation fills when it starts; everything else in its slots is an argument.
-_RUN_SLOTS: Final = ("_error_type", "_op_token", "_rt", "_start", "_token", "span")
-_UNSET: Final = object()
-
-
 class _UnknownValues:
     """Maps a value of a closed set to its plain string, and any other value to ``_OTHER``.
 
@@ -92,52 +86,39 @@ class _UnknownValues:
     says how many were not reported.
     """
 
-    __slots__ = ("_known", "_lock", "_next_allowed", "_suppressed", "interval_s", "kind")
+    __slots__ = ("_budget", "_known", "kind")
 
-    def __init__(self, kind: str, known: Iterable[str], interval_s: float = INTERVAL_S) -> None:
+    def __init__(
+        self, kind: str, known: Iterable[str], interval_s: float = INTERVAL_S, clock: Callable[[], float] = monotonic
+    ) -> None:
         self.kind = kind
-        self.interval_s = interval_s
         self._known: dict[str, str] = {str(value): str(value) for value in known}
-        self._lock = threading.Lock()
-        self._next_allowed: float | None = None
-        self._suppressed = 0
+        self._budget = WarningBudget(interval_s, clock)
 
     def __call__(self, value: object) -> str:
         known = self._known.get(value) if isinstance(value, str) else None
         return known if known is not None else self._other(value)
 
     def _other(self, value: object) -> str:
-        now = monotonic()
-        with self._lock:
-            if self._next_allowed is not None and now < self._next_allowed:
-                self._suppressed += 1
-                return ErrorType.OTHER
-            self._next_allowed = now + self.interval_s
-            suppressed, self._suppressed = self._suppressed, 0
-        _logger.warning(
-            "otel_hakgal: unknown %s %r recorded as %s (known: %s)%s",
-            self.kind,
-            value,
-            ErrorType.OTHER,
-            ", ".join(self._known),
-            f" ({suppressed} similar suppressed)" if suppressed else "",
-        )
+        suppressed = self._budget.take()
+        if suppressed is not None:
+            _logger.warning(
+                "otel_hakgal: unknown %s %r recorded as %s (known: %s)%s",
+                self.kind,
+                value,
+                ErrorType.OTHER,
+                ", ".join(self._known),
+                f" ({suppressed} similar suppressed)" if suppressed else "",
+            )
         return ErrorType.OTHER
 
     def reset(self) -> None:
         """Report the next unknown value again (for tests)."""
-        with self._lock:
-            self._next_allowed = None
-            self._suppressed = 0
+        self._budget.reset()
 
 
 _cache_names: Final = _UnknownValues("cache name", CacheName)
 _prover_results: Final = _UnknownValues("prover result", ProverResult)
-
-
-def _slot_names(cls: type) -> tuple[str, ...]:
-    slots = cls.__dict__.get("__slots__", ())
-    return (slots,) if isinstance(slots, str) else tuple(slots)
 
 
 class Operation:
@@ -151,24 +132,27 @@ class Operation:
 
     scope: ClassVar[ErrorScope] = ErrorScope.STEP
     kind: ClassVar[SpanKind] = SpanKind.INTERNAL
-    _copied: ClassVar[tuple[str, ...]] = ()
 
-    __slots__ = _RUN_SLOTS
+    __slots__ = ("_args", "_error_type", "_kwargs", "_op_token", "_rt", "_start", "_token", "span")
     span: Span
-    """The operation's span (set when the operation starts)."""
+    """The operation's span (``INVALID_SPAN`` until the operation starts)."""
     _error_type: str | None
     _rt: Runtime
+    _args: tuple[Any, ...]
+    _kwargs: dict[str, Any]
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        slots = [name for klass in cls.__mro__ for name in _slot_names(klass)]
-        cls._copied = tuple(dict.fromkeys(name for name in slots if name not in _RUN_SLOTS))
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        # The constructor's arguments, kept so the decorator can build a fresh operation per call.
+        op = super().__new__(cls)
+        op._args, op._kwargs = args, kwargs
+        op.span = trace.INVALID_SPAN
+        op._error_type = None
+        return op
 
     # --- context manager ---
 
     def __enter__(self) -> Self:
         rt = self._rt = runtime.current
-        self._error_type = None
         span = self.span = self._open(rt)
         self._token = otel_context.attach(trace.set_span_in_context(span))
         self._op_token = _current_op.set(self)
@@ -221,13 +205,8 @@ class Operation:
         return instrumented
 
     def _fresh(self) -> Self:
-        """An unstarted copy: the same arguments, no run state."""
-        copy = object.__new__(type(self))
-        for name in self._copied:
-            value = getattr(self, name, _UNSET)
-            if value is not _UNSET:
-                setattr(copy, name, value)
-        return copy
+        """An unstarted operation with the same arguments."""
+        return type(self)(*self._args, **self._kwargs)
 
     # --- helpers for the code inside ---
 
@@ -386,9 +365,9 @@ class ProverOp(Operation):
         self._prover = name
         self._order = order
         self._timeout_s = timeout_s
+        self._result = None
 
     def _open(self, rt: Runtime) -> Span:
-        self._result = None
         name = self._prover
         attributes: dict[str, AttributeValue] = {Attr.PROVER_NAME: name}
         if self._order is not None:
@@ -437,9 +416,9 @@ class CacheOp(Operation):
 
     def __init__(self, cache: CacheName | str) -> None:
         self._cache = _cache_names(cache)
+        self._hit = False
 
     def _open(self, rt: Runtime) -> Span:
-        self._hit = False
         cache = self._cache
         return rt.tracer.start_span(
             SpanName.CACHE.format(cache=cache), kind=self.kind, attributes={Attr.CACHE_NAME: cache}
@@ -504,20 +483,20 @@ class LLMCallOp(Operation):
         self._server_port = server_port
         self._max_tokens = max_tokens
         self._temperature = temperature
-
-    def _open(self, rt: Runtime) -> Span:
         self._input_tokens = None
         self._output_tokens = None
-        provider, model, operation = self._provider, self._model, self._operation
         metric_attributes: dict[str, AttributeValue] = {
-            Attr.GEN_AI_OPERATION_NAME: operation,
+            Attr.GEN_AI_OPERATION_NAME: self._operation,
             Attr.GEN_AI_PROVIDER_NAME: provider,
             Attr.GEN_AI_REQUEST_MODEL: model,
         }
-        if self._server_address is not None:
-            metric_attributes[Attr.SERVER_ADDRESS] = self._server_address
+        if server_address is not None:
+            metric_attributes[Attr.SERVER_ADDRESS] = server_address
         self._metric_attributes = metric_attributes
-        attributes = dict(metric_attributes)
+
+    def _open(self, rt: Runtime) -> Span:
+        provider, model, operation = self._provider, self._model, self._operation
+        attributes = dict(self._metric_attributes)
         if rt.config.genai.emit_legacy_system:
             attributes[Attr.GEN_AI_SYSTEM] = provider
         if self._server_port is not None:

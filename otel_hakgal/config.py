@@ -477,9 +477,9 @@ def _read_file(path: Path) -> dict[str, _Value]:
     return _flatten(data, str(path))
 
 
-def _env_specs(sections: Mapping[str, type]) -> list[tuple[str, str, SettingSpec]]:
-    """(env var, dotted key, spec) for the root settings and every setting of ``sections`` that reads one."""
-    specs = [(env, key, spec) for key, spec in ROOT_SETTINGS.items() for env in spec.env]
+def _env_specs(sections: Mapping[str, type], *, root: bool = True) -> list[tuple[str, str, SettingSpec]]:
+    """(env var, dotted key, spec) of the root settings (with ``root``) and of ``sections``, for each variable."""
+    specs = [(env, key, spec) for key, spec in ROOT_SETTINGS.items() for env in spec.env] if root else []
     for section, cls in sections.items():
         for f in dataclasses.fields(cls):
             spec = spec_of(f)
@@ -497,9 +497,11 @@ def environment_variables() -> dict[str, tuple[str, ...]]:
     return result
 
 
-def _read_env(environ: Mapping[str, str], problems: list[str], sections: Mapping[str, type]) -> dict[str, _Value]:
+def _read_env(
+    environ: Mapping[str, str], problems: list[str], sections: Mapping[str, type], *, root: bool = True
+) -> dict[str, _Value]:
     flat: dict[str, _Value] = {}
-    for env, key, spec in _env_specs(sections):
+    for env, key, spec in _env_specs(sections, root=root):
         raw = environ.get(env)
         if raw is None or (raw == "" and key != "disabled"):
             continue
@@ -652,7 +654,7 @@ def load_config(
             settings_class = section_class(name)
             if settings_class is not None:
                 sections[name] = settings_class
-    env_layer = _read_env(environ, [], sections)  # root variables were read (and reported) above
+    env_layer = {**root_env, **_read_env(environ, problems, sections, root=False)}
     _check_unknown(file_layer, sections, problems)
     _check_unknown(arg_layer, sections, problems)
     merged = {**file_layer, **env_layer, **arg_layer}

@@ -63,15 +63,22 @@ class WarningBudget:
         self._pending = 0  # refused since the last record that passed
         self.suppressed = 0  # refused in total
 
-    def admit(self, record: logging.LogRecord) -> bool:
+    def take(self) -> int | None:
+        """Spend the budget: ``None`` when refused, else how many were refused since the last one admitted."""
         with self._lock:
             now = self._clock()
             if self._next_allowed is not None and now < self._next_allowed:
                 self._pending += 1
                 self.suppressed += 1
-                return False
+                return None
             self._next_allowed = now + self.interval_s
             pending, self._pending = self._pending, 0
+        return pending
+
+    def admit(self, record: logging.LogRecord) -> bool:
+        pending = self.take()
+        if pending is None:
+            return False
         if pending:
             # Formatted once here: handlers then print the amended message as is.
             record.msg = f"{record.getMessage()} ({pending} similar suppressed)"

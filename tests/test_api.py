@@ -203,9 +203,8 @@ def test_unknown_value_warnings_are_rate_limited(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1000.0]
-    monkeypatch.setattr(api, "monotonic", lambda: now[0])
     caplog.set_level(logging.WARNING, logger="otel_hakgal.api")
-    colours = api._UnknownValues("colour", ["red"], interval_s=60)
+    colours = api._UnknownValues("colour", ["red"], interval_s=60, clock=lambda: now[0])
     assert colours("red") == "red"
     assert [colours(c) for c in ("blue", "green", "blue")] == ["_OTHER"] * 3
     now[0] += 59
@@ -357,3 +356,13 @@ print("ok")
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_an_operation_never_raises_before_it_starts() -> None:
+    """Helpers called on an operation that was made but not entered are no-ops, never exceptions."""
+    prover = hg.prover("z3")
+    assert (prover.failed, prover.error_type, prover.result) == (False, None, "unknown")
+    prover.set_attribute("hakgal.prover.reason", "not started")
+    call = hg.llm_call("deepseek", "deepseek-chat")
+    call.record_usage(10, 2, response_model="deepseek-chat")
+    hg.cache_lookup("proof").hit()

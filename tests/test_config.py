@@ -252,3 +252,18 @@ def test_sdk_variables_reach_the_config() -> None:
         32,
     )
     assert config.redaction.max_attribute_length == 300 and config.limits.link_count == 0
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"OTEL_BSP_SCHEDULE_DELAY": "abc"},
+        {"OTEL_METRIC_EXPORT_INTERVAL": "soon"},
+        {"OTEL_RESOURCE_ATTRIBUTES": "garbage"},
+        {"OTEL_HAKGAL_BACKENDS": "otlp", "OTEL_EXPORTER_OTLP_HEADERS": "bad"},
+    ],
+)
+def test_unparsable_variables_of_core_and_backend_sections_are_reported(environ: dict[str, str]) -> None:
+    variable = next(name for name in environ if name != "OTEL_HAKGAL_BACKENDS")
+    [problem] = _problems(environ=environ)
+    assert problem.startswith(f"environment variable {variable} (key '") and "is not valid" in problem
