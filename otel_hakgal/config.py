@@ -651,7 +651,10 @@ def load_config(
     sections: dict[str, type] = dict(CORE_SECTIONS)
     for name in sorted({*root.get("backends", ()), *named} - set(CORE_SECTIONS)):
         if registry.is_backend(name):
-            settings_class = section_class(name)
+            try:
+                settings_class = section_class(name)
+            except (ImportError, AttributeError, TypeError):
+                continue  # reported by check_config, as the backend cannot be loaded
             if settings_class is not None:
                 sections[name] = settings_class
     env_layer = {**root_env, **_read_env(environ, problems, sections, root=False)}
@@ -678,7 +681,7 @@ def load_config(
         source=str(file_path) if file_path else None,
         key_sources={key: entry.source for key, entry in {**merged, **root_layer}.items()},
     )
-    problems.extend(_cross_checks(config))
+    problems.extend(check_config(config))
     if problems:
         # A problem two backends share is told once.
         raise ConfigError(list(dict.fromkeys(problems)), strict=bool(root.get("strict", False)))
@@ -721,10 +724,8 @@ def _root_settings(merged: dict[str, _Value], environ: Mapping[str, str], proble
     return root
 
 
-def _cross_checks(config: Config) -> list[str]:
+def check_config(config: Config) -> list[str]:
     """Rules that span several keys or belong to a backend: what ``setup()`` would otherwise fail on."""
-    from otel_hakgal.backends import registry
-
     problems: list[str] = []
     batch = config.batch
     if batch.max_export_batch_size > batch.max_queue_size:
@@ -740,8 +741,24 @@ def _cross_checks(config: Config) -> list[str]:
         problems.append(config.problem(key, f"{value} is not allowed; expected {rule} ({other[1]}, from {source})"))
     if not config.disabled:
         for name in config.backends:
-            problems.extend(registry.backend_class(name).check(config, config.settings_for(name)))
+            cls = _load_backend(name, config, problems)
+            if cls is not None:
+                problems.extend(cls.check(config, config.settings_for(name)))
     return problems
+
+
+def _load_backend(name: str, config: Config, problems: list[str]) -> Any:
+    """The backend class registered as ``name``, or ``None`` with a problem when it cannot be loaded."""
+    from otel_hakgal.backends import registry
+
+    try:
+        return registry.backend_class(name)
+    except KeyError:
+        problems.append(config.problem("backends", f"unknown backend {name!r}"))
+    except (ImportError, AttributeError, TypeError) as error:  # a broken plugin: tell, don't crash
+        target = registry.target(name)
+        problems.append(config.problem("backends", f"backend {name!r} ({target}) cannot be loaded: {error}"))
+    return None
 
 
 # --- presenting -------------------------------------------------------------

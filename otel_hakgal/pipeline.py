@@ -38,7 +38,7 @@ from opentelemetry.util.types import Attributes
 from otel_hakgal import log_limits, runtime
 from otel_hakgal.backends.base import Backend, BackendStats, Parts
 from otel_hakgal.backends.registry import backend_class
-from otel_hakgal.config import Config, SamplingSettings, load_config
+from otel_hakgal.config import Config, ConfigError, SamplingSettings, check_config, load_config
 from otel_hakgal.conventions import INSTRUMENTATION_SCOPE
 from otel_hakgal.instruments import Instruments
 from otel_hakgal.redaction import SecretScrubber
@@ -57,14 +57,18 @@ class FanOutSpanProcessor(SpanProcessor):
     """Forwards to the active backends' processors; a failing one never reaches the app."""
 
     def __init__(self) -> None:
-        self.processors: tuple[SpanProcessor, ...] = ()
+        # Processors and the scrubber in one tuple, read once per call: a span never meets one
+        # configuration's processors with another's scrubber.
+        self._route: tuple[tuple[SpanProcessor, ...], SecretScrubber | None] = ((), None)
         self._warned: set[int] = set()
         self._ended = itertools.count()  # next() on a count is atomic under the GIL; += is not
-        self.scrubber: SecretScrubber | None = None
+
+    @property
+    def processors(self) -> tuple[SpanProcessor, ...]:
+        return self._route[0]
 
     def switch(self, processors: Sequence[SpanProcessor], scrubber: SecretScrubber | None) -> None:
-        self.scrubber = scrubber
-        self.processors = tuple(processors)
+        self._route = (tuple(processors), scrubber)
 
     @property
     def spans_ended(self) -> int:
@@ -78,19 +82,20 @@ class FanOutSpanProcessor(SpanProcessor):
 
     # Plain loops with try/except: no per-span closures on the request path.
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        for processor in self.processors:
+        for processor in self._route[0]:
             try:
                 processor.on_start(span, parent_context)
             except Exception:
                 self._failed(processor)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if not self.processors:
+        processors, scrubber = self._route
+        if not processors:
             return
         next(self._ended)
-        if self.scrubber is not None:
-            span = self.scrubber.scrub_span(span)
-        for processor in self.processors:
+        if scrubber is not None:
+            span = scrubber.scrub_span(span)
+        for processor in processors:
             try:
                 processor.on_end(span)
             except Exception:
@@ -213,16 +218,18 @@ def build_resource(config: Config) -> Resource:
 
 
 class BackendStartError(RuntimeError):
-    """A backend failed to start; the previous setup keeps running."""
+    """A backend (or the pipeline around them) failed to start; the previous setup keeps running."""
 
-    def __init__(self, backend: str, error: BaseException) -> None:
+    def __init__(self, backend: str | None, error: BaseException) -> None:
         self.backend = backend
-        super().__init__(f"backend {backend!r} failed to start: {type(error).__name__}: {error}")
+        what = f"backend {backend!r}" if backend is not None else "the telemetry pipeline"
+        super().__init__(f"{what} failed to start: {type(error).__name__}: {error}")
 
 
 def _span_limits(config: Config) -> SpanLimits:
-    limits, cut = config.limits, config.redaction.max_attribute_length
+    limits = config.limits
     # Every limit given, so the SDK reads none of its environment variables (config validated them).
+    # No length limit: strings are cut in one place, the fan-out's scrubber, after secrets are replaced.
     return SpanLimits(
         max_span_attributes=limits.attribute_count,
         max_events=limits.event_count,
@@ -230,8 +237,8 @@ def _span_limits(config: Config) -> SpanLimits:
         max_event_attributes=limits.event_attribute_count,
         max_link_attributes=limits.link_attribute_count,
         max_attributes=limits.attribute_count,
-        max_attribute_length=cut,
-        max_span_attribute_length=cut,
+        max_attribute_length=SpanLimits.UNSET,
+        max_span_attribute_length=SpanLimits.UNSET,
     )
 
 
@@ -271,17 +278,20 @@ class Plumbing:
         return self.instruments
 
     def switch(self, handle: Handle | None) -> None:
-        """Route spans, metrics, propagation and the API to ``handle`` (``None``: nowhere)."""
+        """Route spans, metrics, propagation and the API to ``handle`` (``None`` or no backends: nowhere)."""
+        propagators: list[TextMapPropagator] = [TraceContextTextMapPropagator(), W3CBaggagePropagator()]
         if handle is None or not handle.backends:
-            self.fan_out.switch((), None)
+            # Nothing to send to: spans are not even recorded, and no vendor header goes out.
+            self.sampler.delegate = otel_sampling.ALWAYS_OFF
             self.meter_provider.switch(metrics.NoOpMeterProvider())
-            runtime.current = Runtime.idle(self.instruments)
+            propagate.set_global_textmap(CompositePropagator(propagators))
+            self.fan_out.switch((), None)
+            runtime.current = handle.runtime if handle is not None else Runtime.idle(self.instruments)
             self.handle = handle
             return
         config = handle.config
         self.sampler.delegate = build_sampler(config.sampling)
         self.meter_provider.switch(handle.meter_provider or metrics.NoOpMeterProvider())
-        propagators: list[TextMapPropagator] = [TraceContextTextMapPropagator(), W3CBaggagePropagator()]
         propagators += [p for parts in handle.parts for p in parts.propagators]
         propagate.set_global_textmap(CompositePropagator(propagators))
         self.fan_out.switch(handle.span_processors, handle.runtime.scrubber)
@@ -465,6 +475,9 @@ def setup(
     if no_arguments and _PLUMBING.handle is not None:
         return _PLUMBING.handle
     if isinstance(config, Config):
+        problems = check_config(config)  # what load_config checks, for a Config built by hand
+        if problems:
+            raise ConfigError(problems)
         resolved = config
     else:
         overrides: dict[str, Any] = dict(settings or {})
@@ -481,7 +494,12 @@ def setup(
         if previous is not None and previous.config == resolved:
             return previous
         handle = _start(resolved)
-        _PLUMBING.switch(handle)
+        try:
+            _PLUMBING.switch(handle)
+        except Exception as error:
+            _PLUMBING.switch(previous)
+            handle.shutdown()
+            raise BackendStartError(None, error) from error
         if previous is not None:
             previous.shutdown()
         return handle
@@ -491,34 +509,37 @@ def _start(config: Config) -> Handle:
     """Build and start ``config``'s backends; on a failure stop what started and raise."""
     if config.disabled:
         logger.info("otel_hakgal: telemetry disabled by configuration")
-        return Handle(Runtime.idle(_PLUMBING.instruments), {})
+        return Handle(Runtime.idle(_PLUMBING.instruments, config), {})
 
     # Before any exporter can fail: a receiver that is down must not log once per span.
     log_limits.install()
     resource = build_resource(config)
     # Before the backends start: the Sentry ones scrub their events with it.
     scrubber = SecretScrubber.for_config(config)
-    backends = {name: backend_class(name)(config, resource) for name in config.backends}
-    started: list[tuple[Backend, Parts]] = []
-    for name, backend in backends.items():
-        try:
-            started.append((backend, backend.start()))
-        except Exception as error:
-            _stop([b for b, _ in started], [p for _, p in started], None)
-            raise BackendStartError(name, error) from error
-    parts = [p for _, p in started]
-    readers: list[MetricReader] = [r for p in parts for r in p.metric_readers]
-    meter_provider = None
-    if readers:  # shutdown_on_exit off: the handle shuts it down, bounded in time
-        meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
-    provider = _PLUMBING.provider(config, resource)
-    running = Runtime(
-        config=config,
-        tracer=provider.get_tracer(INSTRUMENTATION_SCOPE, __version__),
-        instruments=_PLUMBING.meter_instruments(),
-        backends=tuple(backends.values()),
-        scrubber=scrubber,
-    )
+    backends: dict[str, Backend] = {}
+    parts: list[Parts] = []
+    failing: str | None = None
+    try:
+        for failing in config.backends:
+            backend = backends[failing] = backend_class(failing)(config, resource)
+            parts.append(backend.start())
+        failing = None
+        readers: list[MetricReader] = [r for p in parts for r in p.metric_readers]
+        meter_provider = None
+        if readers:  # shutdown_on_exit off: the handle shuts it down, bounded in time
+            meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+        provider = _PLUMBING.provider(config, resource)
+        running = Runtime(
+            config=config,
+            tracer=provider.get_tracer(INSTRUMENTATION_SCOPE, __version__),
+            instruments=_PLUMBING.meter_instruments(),
+            backends=tuple(backends.values()),
+            scrubber=scrubber,
+        )
+    except Exception as error:
+        # A backend that raised in start() released what it took; the ones started before it are stopped.
+        _stop(list(backends.values())[: len(parts)], parts, None)
+        raise BackendStartError(failing, error) from error
     return Handle(running, backends, parts, meter_provider)
 
 

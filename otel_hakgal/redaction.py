@@ -79,6 +79,8 @@ _SECRET_KEY: Final = re.compile(
 _SECRET_ENV_NAME: Final = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|DSN|CREDENTIAL")
 _MIN_LITERAL_LENGTH: Final = 8  # shorter values ("true", "1") would redact ordinary words
 _CACHE_LIMIT: Final = 4096
+# Characters past the length cut that are still scrubbed before cutting (longer than any key format).
+_CUT_MARGIN: Final = 512
 _LEARNED_LIMIT: Final = 1024
 
 
@@ -259,8 +261,14 @@ class SecretScrubber:
         if isinstance(value, str):
             if value and self.enabled and self._is_secret_key(key):
                 return REDACTED
-            scrubbed = self.scrub(value)
-            return scrubbed if self.max_length is None else scrubbed[: self.max_length]
+            limit = self.max_length
+            if limit is None:
+                return self.scrub(value)
+            if len(value) > limit + _CUT_MARGIN:
+                # Bounds the patterns' work and the clean cache; the margin keeps a secret that
+                # straddles the cut whole, so the cut never leaves part of one behind.
+                value = value[: limit + _CUT_MARGIN]
+            return self.scrub(value)[:limit]
         if isinstance(value, list | tuple) and any(isinstance(item, str) for item in value):
             items = [self.scrub_value(key, item) for item in value]
             return value if all(a is b for a, b in zip(items, value, strict=True)) else type(value)(items)

@@ -36,14 +36,14 @@ class Runtime:
     tracer: Tracer
     instruments: Instruments
     backends: tuple[Backend, ...] = ()
-    # The one secret-scrubbing policy every backend shares (None: scrubbing is off).
+    # The one redaction policy (secrets, length cut) every backend shares; None when idle.
     scrubber: SecretScrubber | None = None
 
     @classmethod
-    def idle(cls, instruments: Instruments | None = None) -> Runtime:
-        """The runtime when no setup is running: global OTel API, default config, no backends."""
+    def idle(cls, instruments: Instruments | None = None, config: Config | None = None) -> Runtime:
+        """The runtime when nothing is sent: the global OTel API, no backends (``config``: a disabled one)."""
         return cls(
-            config=Config(backends=()),
+            config=config or Config(backends=()),
             tracer=trace.get_tracer(INSTRUMENTATION_SCOPE, __version__),
             instruments=instruments or Instruments.create(),
         )

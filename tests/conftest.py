@@ -25,14 +25,14 @@ def export_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.fixture
-def exploding_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A registered third-party backend (entry point ``exploding``) whose start() fails."""
+def plugin_backends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Two registered third-party backends: ``exploding`` (its start() fails), ``broken`` (its processor raises)."""
     from otel_hakgal.backends import registry
-    from tests.support.plugins import EXPLODING, install_plugin
+    from tests.support.plugins import BROKEN, EXPLODING, install_plugin
 
-    monkeypatch.syspath_prepend(
-        str(install_plugin(tmp_path, "exploding", "exploding_backend:ExplodingBackend", EXPLODING))
-    )
+    install_plugin(tmp_path, "exploding", "exploding_backend:ExplodingBackend", EXPLODING)
+    install_plugin(tmp_path, "broken", "broken_backend:BrokenBackend", BROKEN)
+    monkeypatch.syspath_prepend(str(tmp_path))
     registry._targets.cache_clear()
     registry.backend_class.cache_clear()
     yield

@@ -11,7 +11,7 @@ import otel_hakgal as hg
 from otel_hakgal import runtime
 from otel_hakgal.backends.memory import MemoryBackend
 from otel_hakgal.conventions import Attr, Metric, SpanName
-from otel_hakgal.testing import OtlpReceiver, jsonl_metric_names, jsonl_spans
+from otel_hakgal.testing import OtlpReceiver, SentryReceiver, jsonl_metric_names, jsonl_spans
 
 
 def _workload() -> None:
@@ -159,23 +159,11 @@ def test_setup_rejects_bad_configuration(bad: dict[str, object]) -> None:
         hg.setup(settings=bad)
 
 
-def test_a_failing_span_processor_never_reaches_the_app_or_the_other_backends() -> None:
-    from opentelemetry.sdk.trace import SpanProcessor
-
-    from otel_hakgal.pipeline import _PLUMBING
-
-    class Broken(SpanProcessor):
-        def on_start(self, span: object, parent_context: object = None) -> None:
-            raise RuntimeError("broken on_start")
-
-        def on_end(self, span: object) -> None:
-            raise RuntimeError("broken on_end")
-
-    handle = hg.setup(backends=["memory"])
+def test_a_failing_span_processor_never_reaches_the_app_or_the_other_backends(plugin_backends: None) -> None:
+    handle = hg.setup(backends=["broken", "memory"])
     try:
-        _PLUMBING.fan_out.processors = (Broken(), *_PLUMBING.fan_out.processors)
         _workload()
-        assert len(handle.backend("memory").spans()) == 3
+        assert len(handle.backend(MemoryBackend).spans()) == 3
     finally:
         handle.shutdown()
 
@@ -223,7 +211,7 @@ def test_scrubbing_can_be_turned_off_but_the_cut_stays() -> None:
 
 
 def test_a_backend_that_fails_to_start_leaves_the_previous_setup_running(
-    exploding_backend: None, otlp_receiver: OtlpReceiver
+    plugin_backends: None, otlp_receiver: OtlpReceiver
 ) -> None:
     from otel_hakgal.pipeline import active_handle
 
@@ -294,3 +282,45 @@ def test_handle_backend_by_name_or_class_and_public_stats(otlp_receiver: OtlpRec
     finally:
         otlp_receiver.heal()
         handle.shutdown(timeout_s=2)
+
+
+def test_a_disabled_setup_keeps_its_configuration_and_records_nothing() -> None:
+    config = hg.load_config(overrides={"disabled": True, "export.shutdown_timeout": 1.0}, environ={})
+    handle = hg.setup(config)
+    try:
+        assert handle.config is config and hg.setup(config) is handle  # the same config: the running handle
+        with hg.command("status") as op:
+            assert not op.span.is_recording()
+    finally:
+        handle.shutdown()
+
+
+def test_after_shutdown_nothing_is_recorded_and_no_vendor_header_goes_out(sentry_receiver: SentryReceiver) -> None:
+    handle = hg.setup(backends=["sentry"], settings={"sentry.dsn": sentry_receiver.dsn})
+    with hg.command("status"):
+        assert "sentry-trace" in hg.propagation_headers()
+    handle.shutdown()
+    with hg.command("status") as op:
+        assert not op.span.is_recording()
+        assert "sentry-trace" not in hg.propagation_headers()
+
+
+def test_a_backend_that_cannot_be_loaded_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from otel_hakgal.backends import registry
+
+    dist = tmp_path / "ghost-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ghost\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[otel_hakgal.backends]\nghost = ghost_module:GhostBackend\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry._targets.cache_clear()
+    registry.backend_class.cache_clear()
+    try:
+        with pytest.raises(hg.ConfigError) as caught:
+            hg.load_config(overrides={"backends": ["ghost"]}, environ={})
+        [problem] = caught.value.problems
+        assert problem.startswith("setup() argument: key 'backends': backend 'ghost' (ghost_module:GhostBackend)")
+        assert "cannot be loaded: No module named 'ghost_module'" in problem
+    finally:
+        registry._targets.cache_clear()
+        registry.backend_class.cache_clear()

@@ -6,8 +6,10 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Status, StatusCode
 
+import otel_hakgal as hg
 from otel_hakgal.config import RedactionSettings
 from otel_hakgal.redaction import REDACTED, SecretScrubber, is_secret_key, redact_text, valid_utf8
+from otel_hakgal.testing import TelemetryRecorder
 
 
 def test_truncates_by_characters_so_utf8_stays_valid() -> None:
@@ -175,3 +177,15 @@ def test_sentry_events_are_scrubbed_in_place() -> None:
     text = repr(SecretScrubber().scrub_data(event))
     assert not re.search(r"hunter2xyz|tok123456|abcdefgh123|pw123456", text)
     assert event["level"] == "error"
+
+
+def test_the_one_length_cut_never_leaves_part_of_a_secret(hakgal_telemetry: TelemetryRecorder) -> None:
+    """Strings are cut once, after secrets are replaced: a key across the cut is gone, not half kept."""
+    key = "sk-" + "a1B2c3D4e5F6g7H8i9J0" * 2
+    limit = 4096  # redaction.max_attribute_length's default
+    value = "x" * (limit - 10) + " " + key + " " + "y" * 10_000_000  # the key straddles the cut; 10 MB after
+    with hg.step("hakgal.parse", attributes={"hakgal.query.formula": value}):
+        pass
+    kept = hakgal_telemetry.span("hakgal.parse").attributes["hakgal.query.formula"]
+    assert len(kept) == limit and kept.startswith("x" * (limit - 10) + " [REDAC")
+    assert "sk-" not in kept and "a1B2" not in kept

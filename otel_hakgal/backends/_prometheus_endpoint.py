@@ -63,6 +63,8 @@ class Endpoint(Collector):
     ``setup()`` starts the new backends before it stops the old ones, so a
     reconfigured ``prometheus`` backend finds its port still taken by its
     predecessor: it takes over the running endpoint instead of failing to bind.
+    The endpoint serves the newest of its sources; when that one leaves (its
+    setup failed to start, or was replaced), the one before it is served again.
     """
 
     _open: ClassVar[dict[tuple[str, int], Endpoint]] = {}
@@ -71,11 +73,11 @@ class Endpoint(Collector):
     def __init__(self, key: tuple[str, int], server: WSGIServer) -> None:
         self.key = key
         self.server = server
-        self.source: Collector | None = None
+        self.sources: list[Collector] = []
 
     def collect(self) -> Iterable[PrometheusMetric]:
-        source = self.source
-        return source.collect() if source is not None else ()
+        sources = self.sources
+        return sources[-1].collect() if sources else ()
 
     @classmethod
     def serve(cls, host: str, port: int, source: Collector) -> Endpoint:
@@ -88,15 +90,15 @@ class Endpoint(Collector):
                 endpoint = cls(key=(host, port or int(server.server_port)), server=server)
                 registry.register(endpoint)
                 cls._open[endpoint.key] = endpoint
-            endpoint.source = source
+            endpoint.sources = [*endpoint.sources, source]
             return endpoint
 
     def release(self, source: Collector) -> None:
-        """Stop serving ``source``; close the endpoint unless a newer backend took it over."""
+        """Stop serving ``source``; close the endpoint when no source is left."""
         with self._lock:
-            if self.source is not source:
+            self.sources = [s for s in self.sources if s is not source]
+            if self.sources:
                 return
-            self.source = None
             self._open.pop(self.key, None)
         self.server.shutdown()
         self.server.server_close()

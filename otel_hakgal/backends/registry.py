@@ -47,16 +47,21 @@ def is_backend(name: str) -> bool:
     return name in BUILTIN or name in _targets()
 
 
+def target(name: str) -> str | None:
+    """Where backend ``name`` is defined (``"module:Class"``), if it is registered."""
+    return BUILTIN.get(name) or _targets().get(name)
+
+
 @functools.cache
 def backend_class(name: str) -> type[Backend]:
     """The :class:`Backend` subclass registered under ``name``; ``KeyError`` if none is."""
-    target = BUILTIN.get(name) or _targets().get(name)
-    if target is None:
+    where = target(name)
+    if where is None:
         raise KeyError(name)
-    module_name, _, class_name = target.partition(":")
+    module_name, _, class_name = where.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
-        raise TypeError(f"backend {name!r}: {target} is not a otel_hakgal.backends.Backend subclass")
-    if cls.name != name:
-        raise TypeError(f"backend {name!r}: {target} is registered as {name!r} but its name is {cls.name!r}")
+        raise TypeError(f"{where} is not a otel_hakgal.backends.Backend subclass")
+    if getattr(cls, "name", None) != name:
+        raise TypeError(f"{where} is registered as {name!r} but its name is {getattr(cls, 'name', None)!r}")
     return cls

@@ -18,6 +18,7 @@ import otel_hakgal as hg
 from otel_hakgal.backends.prometheus import PrometheusBackend, label_name, prometheus_name, series_names
 from otel_hakgal.config import ConfigError, load_config
 from otel_hakgal.conventions import HTTP_SERVER_METRICS, METRICS, PROCESS_METRICS, Attr, ProverResult
+from tests.support.processes import free_port
 
 
 def scrape(url: str) -> list[Sample]:
@@ -203,3 +204,16 @@ def test_a_busy_port_is_logged_and_the_app_runs_on(caplog: pytest.LogCaptureFixt
                 pass
         finally:
             handle.shutdown()
+
+
+def test_a_failed_reconfiguration_keeps_the_running_endpoint(plugin_backends: None) -> None:
+    port = free_port()
+    first = hg.setup(backends=["prometheus"], settings={"prometheus.port": port})
+    try:
+        with pytest.raises(hg.BackendStartError):
+            hg.setup(backends=["prometheus", "exploding"], settings={"prometheus.port": port})
+        with hg.command("status"):
+            pass
+        assert "hakgal_command_duration_seconds_count" in names(scrape(_backend(first).url or ""))
+    finally:
+        first.shutdown()

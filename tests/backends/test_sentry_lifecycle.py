@@ -120,7 +120,7 @@ def test_reconfiguring_to_a_new_dsn_sends_through_the_new_client(sentry_receiver
 
 
 def test_an_abandoned_setup_gives_sentry_back_the_running_client(
-    exploding_backend: None, sentry_receiver: SentryReceiver
+    plugin_backends: None, sentry_receiver: SentryReceiver
 ) -> None:
     first = hg.setup(backends=["sentry"], settings=_settings(sentry_receiver))
     running = first.backend(SentryBackend).client

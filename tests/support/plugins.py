@@ -18,6 +18,29 @@ class ExplodingBackend(Backend):
         raise OSError("cannot open the loft: permission denied")
 '''
 
+BROKEN = '''
+from opentelemetry.sdk.trace import SpanProcessor
+
+from otel_hakgal.backends import Backend, Parts
+
+
+class _Broken(SpanProcessor):
+    def on_start(self, span, parent_context=None):
+        raise RuntimeError("broken on_start")
+
+    def on_end(self, span):
+        raise RuntimeError("broken on_end")
+
+
+class BrokenBackend(Backend):
+    """Starts fine; its span processor raises on every span."""
+
+    name = "broken"
+
+    def create_parts(self):
+        return Parts(span_processors=(_Broken(),))
+'''
+
 
 def install_plugin(directory: Path, name: str, target: str, code: str) -> Path:
     """Write ``code`` as module ``<module of target>`` registered as backend ``name``; returns ``directory``.

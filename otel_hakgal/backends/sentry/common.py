@@ -18,7 +18,6 @@ from otel_hakgal.backends.sentry.settings import (
     effective_sample_rate,
     sample_rate_problem,
 )
-from otel_hakgal.config import ConfigError
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -86,9 +85,6 @@ class SentryBackendBase(Backend):
     # --- lifecycle ----------------------------------------------------------------
 
     def create_parts(self) -> Parts:
-        problems = self.check(self.config, self.settings)
-        if problems:  # a Config built by hand skipped load_config's checks
-            raise ConfigError(problems)
         from otel_hakgal.backends.sentry import errors
         from otel_hakgal.backends.sentry.client import SentryClient
         from otel_hakgal.backends.sentry.propagator import ClientDscHead, SentryTracePropagator
@@ -135,8 +131,6 @@ class SentryBackendBase(Backend):
     def shutdown(self) -> None:
         """Close the client this backend started (a newer backend's client is left running)."""
         self._running = False
-        self.linker = None
-        if self.open_spans is not None:
-            self.open_spans.spans.clear()
+        self.linker = None  # the open spans were cleared by their processor's shutdown
         if self.client is not None:
             self.client.close(self.config.export.shutdown_timeout)
