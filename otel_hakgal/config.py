@@ -279,7 +279,10 @@ class BatchSettings:
 
 @dataclass(frozen=True)
 class LimitSettings:
-    """Span limits of the SDK (its ``OTEL_*_LIMIT`` variables); values are cut by `redaction.max_attribute_length`."""
+    """Span limits of the SDK (its ``OTEL_*_LIMIT`` variables); values are cut by `redaction.max_attribute_length`.
+
+    They are fixed when the process's one TracerProvider is made, at the first ``setup()``.
+    """
 
     attribute_count: int = setting(
         128,

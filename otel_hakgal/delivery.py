@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
-
-import requests
 
 
 class DeliveryLog:
@@ -46,20 +43,3 @@ class DeliveryLog:
 
     def describe(self) -> str:
         return ", ".join(f"{outcome} x{count}" for outcome, count in self.counts().items()) or "nothing was sent"
-
-
-class RecordingSession(requests.Session):
-    """A ``requests`` session (as the OTLP exporters use) that logs each send's outcome."""
-
-    def __init__(self, log: DeliveryLog) -> None:
-        super().__init__()
-        self._log = log
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        try:
-            response = super().send(request, **kwargs)
-        except Exception as error:
-            self._log.record_error(error)
-            raise
-        self._log.record_status(response.status_code)
-        return response

@@ -38,7 +38,7 @@ from opentelemetry.util.types import Attributes
 from otel_hakgal import log_limits, runtime
 from otel_hakgal.backends.base import Backend, BackendStats, Parts
 from otel_hakgal.backends.registry import backend_class
-from otel_hakgal.config import Config, ConfigError, SamplingSettings, check_config, load_config
+from otel_hakgal.config import Config, ConfigError, LimitSettings, SamplingSettings, check_config, load_config
 from otel_hakgal.conventions import INSTRUMENTATION_SCOPE
 from otel_hakgal.instruments import Instruments
 from otel_hakgal.redaction import SecretScrubber
@@ -254,11 +254,15 @@ class Plumbing:
         self.instruments: Instruments | None = None
         self.handle: Handle | None = None
         self._atexit_registered = False
+        self._limits: LimitSettings | None = None  # the span limits the provider was made with
 
     def provider(self, config: Config, resource: Resource) -> TracerProvider:
         """Our TracerProvider, or the SDK one someone already set globally, with the fan-out attached once."""
         if self.tracer_provider is not None:
+            if config.limits != self._limits:
+                logger.warning("otel_hakgal: [limits] apply from the first setup() on; the new values are ignored")
             return self.tracer_provider
+        self._limits = config.limits
         existing = trace.get_tracer_provider()
         if isinstance(existing, TracerProvider):
             provider = existing  # e.g. set by the launcher: join it rather than fight it

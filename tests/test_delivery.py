@@ -1,7 +1,8 @@
 import pytest
 import requests
 
-from otel_hakgal.delivery import DeliveryLog, RecordingSession
+from otel_hakgal.backends.http_session import RecordingSession
+from otel_hakgal.delivery import DeliveryLog
 from otel_hakgal.testing import OtlpReceiver
 
 

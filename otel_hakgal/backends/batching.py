@@ -1,7 +1,9 @@
-"""The batch span processor every exporting backend uses: configured once, and it counts its drops."""
+"""How exporting backends batch: spans through one configured batch processor that counts its drops,
+metrics through one periodic reader at ``export.metric_interval``."""
 
 from __future__ import annotations
 
+from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
@@ -36,3 +38,8 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
 
     def queue_stats(self) -> QueueStats:
         return QueueStats(queued=len(self._queue), capacity=self._capacity, dropped=self.dropped)
+
+
+def periodic_reader(exporter: MetricExporter, config: Config) -> PeriodicExportingMetricReader:
+    """The metric reader of an exporting backend: ``exporter`` every ``export.metric_interval`` seconds."""
+    return PeriodicExportingMetricReader(exporter, export_interval_millis=config.export.metric_interval * 1000)

@@ -14,12 +14,12 @@ from opentelemetry.sdk.metrics.export import (
     MetricExportResult,
     MetricReader,
     MetricsData,
-    PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from otel_hakgal.backends.base import Backend, Parts
+from otel_hakgal.backends.batching import periodic_reader
 from otel_hakgal.config import Config, one_of, setting
 from otel_hakgal.render import render_metrics, render_trace
 
@@ -115,10 +115,5 @@ class ConsoleBackend(Backend):
     def create_parts(self) -> Parts:
         readers: tuple[MetricReader, ...] = ()
         if self.settings.metrics:
-            interval_ms = self.config.export.metric_interval * 1000
-            exporter = ConsoleMetricExporter(self.printer)
-            readers = (PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms),)
+            readers = (periodic_reader(ConsoleMetricExporter(self.printer), self.config),)
         return Parts(span_processors=(WaterfallSpanProcessor(self.printer),), metric_readers=readers)
-
-
-BACKEND = ConsoleBackend

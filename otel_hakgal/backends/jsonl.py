@@ -26,14 +26,13 @@ from opentelemetry.sdk.metrics.export import (
     MetricExportResult,
     MetricReader,
     MetricsData,
-    PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_hakgal.backends.base import Backend, Parts
-from otel_hakgal.backends.batching import CountingBatchSpanProcessor
+from otel_hakgal.backends.batching import CountingBatchSpanProcessor, periodic_reader
 from otel_hakgal.config import Config, setting
 from otel_hakgal.delivery import DeliveryLog
 
@@ -138,11 +137,6 @@ class JsonlBackend(Backend):
     def create_parts(self) -> Parts:
         readers: tuple[MetricReader, ...] = ()
         if self.settings.metrics:
-            interval_ms = self.config.export.metric_interval * 1000
-            exporter = JsonlMetricExporter(self.writer)
-            readers = (PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms),)
+            readers = (periodic_reader(JsonlMetricExporter(self.writer), self.config),)
         processor = CountingBatchSpanProcessor(JsonlSpanExporter(self.writer), self.config)
         return Parts(span_processors=(processor,), metric_readers=readers)
-
-
-BACKEND = JsonlBackend

@@ -34,6 +34,3 @@ class MemoryBackend(Backend):
 
     def clear(self) -> None:
         self.exporter.clear()
-
-
-BACKEND = MemoryBackend

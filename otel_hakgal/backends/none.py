@@ -7,6 +7,3 @@ from otel_hakgal.backends.base import Backend
 
 class NoneBackend(Backend):
     name = "none"
-
-
-BACKEND = NoneBackend

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricReader
 
 from otel_hakgal.backends.base import Backend, Parts
-from otel_hakgal.backends.batching import CountingBatchSpanProcessor
+from otel_hakgal.backends.batching import CountingBatchSpanProcessor, periodic_reader
+from otel_hakgal.backends.http_session import RecordingSession
 from otel_hakgal.config import http_url, one_of, parse_key_values, positive, setting
-from otel_hakgal.delivery import RecordingSession
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,4 @@ class OtlpBackend(Backend):
             compression=self._compression(),
             session=RecordingSession(self.delivery),
         )
-        return PeriodicExportingMetricReader(exporter, export_interval_millis=self.config.export.metric_interval * 1000)
-
-
-BACKEND = OtlpBackend
+        return periodic_reader(exporter, self.config)

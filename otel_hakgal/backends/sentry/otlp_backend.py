@@ -40,8 +40,8 @@ class SentryOtlpBackend(SentryBackendBase):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         from otel_hakgal.backends.batching import CountingBatchSpanProcessor
+        from otel_hakgal.backends.http_session import RecordingSession
         from otel_hakgal.backends.sentry._compat import otlp_traces_target
-        from otel_hakgal.delivery import RecordingSession
 
         endpoint, headers = otlp_traces_target(self.settings.dsn)
         exporter = OTLPSpanExporter(endpoint=endpoint, headers=headers, session=RecordingSession(self.delivery))

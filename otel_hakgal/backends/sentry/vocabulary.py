@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from otel_hakgal.conventions import Attr, GenAIOperation, SpanName
+from otel_hakgal.conventions import Attr, GenAIOperation, Metric, SpanName
 
 # --- span ops ------------------------------------------------------------------
 
@@ -99,14 +99,14 @@ ERROR_CONTEXT_ATTRIBUTES: Final[tuple[str, ...]] = (
 class Measurement:
     """Transaction measurements: summed over the transaction's spans."""
 
-    COMMAND_DURATION: Final = "hakgal.command.duration"
-    QUERY_DURATION: Final = "hakgal.query.duration"
-    PROVER_DURATION: Final = "hakgal.prover.duration"
-    LLM_DURATION: Final = "hakgal.llm.duration"
-    LLM_COST: Final = "hakgal.llm.cost"
-    INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
-    OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
-    TOTAL_TOKENS: Final = "gen_ai.usage.total_tokens"
+    COMMAND_DURATION: Final = Metric.COMMAND_DURATION
+    QUERY_DURATION: Final = Metric.QUERY_DURATION
+    PROVER_DURATION: Final = Metric.PROVER_DURATION
+    LLM_DURATION: Final = "hakgal.llm.duration"  # Sentry-only: summed LLM time per transaction
+    LLM_COST: Final = Metric.LLM_COST
+    INPUT_TOKENS: Final = Attr.GEN_AI_USAGE_INPUT_TOKENS
+    OUTPUT_TOKENS: Final = Attr.GEN_AI_USAGE_OUTPUT_TOKENS
+    TOTAL_TOKENS: Final = "gen_ai.usage.total_tokens"  # Sentry's AI views read it
 
 
 # Sentry's unit of each measurement; the rest are plain counts ("none").
