@@ -17,6 +17,15 @@ Every request is ``POST /api/command {"command": "ask Is Rome a city?"}``, which
 Z3 proves; after the first request the prompt and proof caches are warm (the same
 for every variant).
 
+Profiling: ``sentry-profiled`` is ``sentry`` with ``profiles_sample_rate = 1.0``
+(sentry-sdk's continuous profiler, a sampler thread at 101 Hz while sampled
+roots are open). With both ``sentry`` and ``sentry-profiled`` in the run, the
+CPU per request of each is split into the request thread's own CPU
+(``time.thread_time`` on the thread serving the request) and the whole
+process's (``time.process_time``: sampler thread, span worker, transport),
+with the client's think time between requests so that the sampler stops and
+restarts as in service; both are printed side by side.
+
 Prints a table and the target ratios (met / NOT met) and writes
 ``benchmarks/results/overhead.json``.
 """
@@ -44,6 +53,7 @@ VARIANTS: tuple[str, ...] = (
     "none",
     "otlp",
     "sentry",
+    "sentry-profiled",
     "sentry-otlp",
     "sentry+otlp",
     "sentry-sdk-flask",
@@ -52,6 +62,7 @@ LAYER_BACKENDS: Mapping[str, tuple[str, ...]] = {
     "none": ("none",),
     "otlp": ("otlp",),
     "sentry": ("sentry",),
+    "sentry-profiled": ("sentry",),
     "sentry-otlp": ("sentry-otlp",),
     "sentry+otlp": ("sentry", "otlp"),
 }
@@ -68,7 +79,7 @@ def _receivers_for(variant: str) -> tuple[str, ...]:
     """Which receivers a variant sends to: 'otlp' and/or 'sentry'."""
     if variant in ("otlp",):
         return ("otlp",)
-    if variant in ("sentry", "sentry-otlp", "sentry-sdk-flask"):
+    if variant in ("sentry", "sentry-profiled", "sentry-otlp", "sentry-sdk-flask"):
         return ("sentry",)
     if variant == "sentry+otlp":
         return ("sentry", "otlp")
@@ -194,6 +205,7 @@ class Variant:
             if sentry_dsn:
                 section = "sentry-otlp" if "sentry-otlp" in LAYER_BACKENDS[name] else "sentry"
                 settings[f"{section}.dsn"] = sentry_dsn
+            settings["sentry.profiles_sample_rate"] = 1.0 if name == "sentry-profiled" else 0.0
             self.handle = hg.setup(backends=list(LAYER_BACKENDS[name]), settings=settings)
             self._flush = lambda: self.handle.force_flush(30)
         elif name != "bare":
@@ -228,6 +240,22 @@ class Variant:
             self.request()
         self.flush()  # the export work the requests caused counts too
         return (time.process_time() - start) / requests
+
+    def cpu_split(self, requests: int) -> dict[str, float]:
+        """CPU seconds per request: the request thread's own, and the whole process's (all threads).
+
+        The test client serves each request on this thread, so ``thread_time`` is what the request
+        thread paid. A pause of the client's think time between requests lets a sampler thread stop
+        and restart as in service (sleeping costs no CPU).
+        """
+        self.flush()
+        total, thread = time.process_time(), time.thread_time()
+        for _ in range(requests):
+            self.request()
+            time.sleep(THINK_S)
+        request_thread = time.thread_time() - thread
+        self.flush()  # chunks and transactions the requests caused, sent by other threads, count too
+        return {"request_thread_s": request_thread / requests, "total_s": (time.process_time() - total) / requests}
 
     def span_cost(self, spans: int, rounds: int) -> dict[str, float]:
         """Seconds per span: the layer's manual API (``hg.step``) against the raw tracer, same provider.
@@ -274,6 +302,9 @@ class Variant:
         import otel_hakgal as hg
 
         self.flush()
+        # Only this phase's losses: the request phases before it count late spans (a portfolio's
+        # losing provers end after their transaction was sent, which Sentry drops too).
+        dropped_before = self.dropped()
         per_burst = BURST // (CHILDREN_PER_TRACE + 1)
         bursts = max(1, spans // BURST)
         produced = 0.0
@@ -294,7 +325,7 @@ class Variant:
             "traces": traces,
             "produce_s": produced,
             "elapsed_s": elapsed,
-            "dropped_in_process": self.dropped(),
+            "dropped_in_process": self.dropped() - dropped_before,
         }
 
 
@@ -312,6 +343,8 @@ def serve_variant(name: str, llm: str, otlp_endpoint: str, sentry_dsn: str) -> N
         command = message["command"]
         if command == "cpu":
             reply(variant.cpu_per_request(message["requests"]))
+        elif command == "cpu_split":
+            reply(variant.cpu_split(message["requests"]))
         elif command == "span_cost":
             reply(variant.span_cost(message["spans"], message["rounds"]))
         elif command == "throughput":
@@ -401,6 +434,19 @@ class Bench:
                 samples[variant].append(self.servers[variant].ask("cpu", requests=requests))
         return samples
 
+    def cpu_split(self, variants: list[str], rounds: int, requests: int) -> dict[str, dict[str, float]]:
+        """Median request-thread and total CPU per request of ``variants``, interleaved round-robin."""
+        samples: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+        order = list(variants)
+        for _ in range(rounds):
+            random.shuffle(order)
+            for variant in order:
+                samples[variant].append(self.servers[variant].ask("cpu_split", requests=requests))
+        return {
+            v: {key: statistics.median(s[key] for s in runs) for key in ("request_thread_s", "total_s")}
+            for v, runs in samples.items()
+        }
+
     def flush_all(self) -> dict[str, int]:
         return {v: s.ask("flush")["dropped_in_process"] for v, s in self.servers.items()}
 
@@ -421,6 +467,9 @@ def run(quick: bool, variants: list[str], output: Path) -> dict[str, Any]:
     try:
         latency = bench.latency(rounds, per_round, warmup)
         cpu = bench.cpu(cpu_rounds, cpu_requests)
+        profiling: dict[str, dict[str, float]] = {}
+        if {"sentry", "sentry-profiled"} <= set(bench.servers):
+            profiling = bench.cpu_split(["sentry", "sentry-profiled"], cpu_rounds + 2, cpu_requests)
         dropped_by_variant = bench.flush_all()
         time.sleep(0.5)
         delivered = bench.counts()
@@ -486,6 +535,7 @@ def run(quick: bool, variants: list[str], output: Path) -> dict[str, Any]:
         },
         "variants": rows,
         "span_cost": span_costs,
+        "profiling": profiling,
         "targets": targets,
         "wall_s": time.perf_counter() - started,
     }
@@ -548,6 +598,13 @@ def print_report(report: Mapping[str, Any]) -> None:
         )
     for variant, cost in report["span_cost"].items():
         print(f"span cost ({variant}): manual API {_us(cost['manual_s'])} us, raw tracer {_us(cost['raw_s'])} us")
+    profiling = report.get("profiling") or {}
+    if profiling:
+        off, on = profiling["sentry"], profiling["sentry-profiled"]
+        print("profiling (sentry, profiles_sample_rate 0 vs 1), CPU us per request:")
+        print(f"  {'':<16}{'profile off':>12}{'profile on':>12}{'added':>9}")
+        for key, label in (("request_thread_s", "request thread"), ("total_s", "all threads")):
+            print(f"  {label:<16}{_us(off[key]):>12}{_us(on[key]):>12}{_us(on[key] - off[key]):>9}")
     print("targets:")
     for target in report["targets"]:
         value = target["value"]

@@ -114,6 +114,11 @@ class SentryReceiver(LoopbackServer):
             spans.extend((item.json or {}).get("items", []))
         return spans
 
+    def profile_chunks(self) -> list[dict[str, Any]]:
+        """Continuous profiler chunks (item type ``profile_chunk``): ``profiler_id``, ``chunk_id`` and
+        ``profile`` with ``frames``, ``stacks``, ``samples`` and ``thread_metadata``."""
+        return [i.json for i in self.items("profile_chunk")]
+
     def otlp_spans(self) -> list[ReceivedSpan]:
         with self._lock:
             return list(self._otlp_spans)
@@ -125,7 +130,8 @@ class SentryReceiver(LoopbackServer):
             self.otlp_request_headers.clear()
 
     def wait_for(self, what: str, count: int = 1, timeout_s: float = 10.0) -> list[Any]:
-        """Wait until ``count`` of ``what`` arrived: ``"transaction"``, ``"event"``, ``"span"`` or ``"otlp"``."""
+        """Wait until ``count`` of ``what`` arrived: ``"transaction"``, ``"event"``, ``"span"``, ``"profile_chunk"``
+        or ``"otlp"``."""
 
         def found() -> list[Any] | None:
             got: list[Any]
@@ -135,6 +141,8 @@ class SentryReceiver(LoopbackServer):
                 got = self.errors()
             elif what == "span":
                 got = self.streamed_spans()
+            elif what == "profile_chunk":
+                got = self.profile_chunks()
             elif what == "otlp":
                 got = self.otlp_spans()
             else:

@@ -268,3 +268,63 @@ def test_a_missing_name_fails_at_import_with_the_supported_range() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("IncompatibleSentrySdk"), result.stdout
     assert "sentry_sdk._span_batcher" in result.stdout and _compat.SUPPORTED in result.stdout
+
+
+# --- the continuous profiler --------------------------------------------------------------------
+
+
+@pytest.fixture
+def profiled_client(make_client: Callable[..., Any], sentry_receiver: SentryReceiver) -> Iterator[Any]:
+    """A standalone client whose init set up a trace-lifecycle continuous profiler (torn down after)."""
+    client = make_client(dsn=sentry_receiver.dsn, profile_session_sample_rate=1.0, profile_lifecycle="trace")
+    scheduler = _compat.profile_scheduler()
+    yield client, scheduler
+    if scheduler is not None:
+        _compat.stop_profile_scheduler(scheduler)
+
+
+def test_profile_scheduler_is_the_one_init_set_up_and_its_session_is_sampled(profiled_client: Any) -> None:
+    _, scheduler = profiled_client
+    assert scheduler is not None and _compat.profile_session_sampled(scheduler)
+
+
+def test_profile_session_sampled_is_false_at_rate_zero_and_in_manual_lifecycle(make_client: Callable[..., Any]) -> None:
+    make_client(profile_session_sample_rate=0.0, profile_lifecycle="trace")
+    assert not _compat.profile_session_sampled(_compat.profile_scheduler())
+    make_client(profile_session_sample_rate=1.0, profile_lifecycle="manual")
+    manual = _compat.profile_scheduler()
+    assert not _compat.profile_session_sampled(manual)
+    _compat.stop_profile_scheduler(manual)
+
+
+def test_start_profile_runs_the_sampler_until_the_handle_stops_then_sends_its_chunk(
+    profiled_client: Any, sentry_receiver: SentryReceiver
+) -> None:
+    client, scheduler = profiled_client
+    handle = _compat.start_profile(scheduler)
+    profiler_id = _compat.running_profiler_id(scheduler)
+    assert handle is not None and profiler_id is not None and len(profiler_id) == 32
+    time.sleep(0.05)
+    assert _compat.running_profiler_id(scheduler) == profiler_id  # one id while it runs
+    handle.stop()
+    assert _compat.wait_profiler_idle(scheduler, 2.0)  # stops itself at the next sample
+    assert _compat.running_profiler_id(scheduler) is None
+    client.flush(timeout=5)
+    [item] = [i for e in sentry_receiver.envelopes() for i in e.items if i.type == _compat.PROFILE_CHUNK_ITEM_TYPE]
+    assert item.json["profiler_id"] == profiler_id and item.json["profile"]["samples"]
+
+
+def test_stop_profile_scheduler_stops_a_held_sampler_and_forgets_it_only_if_global(
+    profiled_client: Any, make_client: Callable[..., Any]
+) -> None:
+    _, scheduler = profiled_client
+    handle = _compat.start_profile(scheduler)
+    assert handle is not None
+    make_client(profile_session_sample_rate=1.0, profile_lifecycle="trace")  # a newer scheduler is global now
+    newer = _compat.profile_scheduler()
+    assert newer is not scheduler
+    _compat.stop_profile_scheduler(scheduler)  # although its handle is still held
+    assert _compat.running_profiler_id(scheduler) is None and _compat.wait_profiler_idle(scheduler, 0.1)
+    assert _compat.profile_scheduler() is newer
+    _compat.stop_profile_scheduler(newer)
+    assert _compat.profile_scheduler() is None

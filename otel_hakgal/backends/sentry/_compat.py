@@ -23,7 +23,12 @@ Names, each a module attribute or small function below:
 - ``SPAN_ORIGIN`` (the origin sentry-sdk's OTel span processor gives spans);
 - ``Baggage``, ``extract_sentrytrace_data`` (``sentry_sdk.tracing_utils``);
 - ``event_from_exception``, ``format_timestamp`` (``sentry_sdk.utils``);
-- ``otlp_traces_target``: ``Dsn(...).to_auth(...).get_api_url(EndpointType.OTLP_TRACES)``.
+- ``otlp_traces_target``: ``Dsn(...).to_auth(...).get_api_url(EndpointType.OTLP_TRACES)``;
+- ``profile_scheduler``, ``profile_session_sampled``, ``start_profile``, ``running_profiler_id``,
+  ``wait_profiler_idle``, ``stop_profile_scheduler``: the continuous profiler's module-global
+  ``_scheduler`` and its ``sampled``, ``lifecycle``, ``auto_start()``, ``profiler_id``, ``thread``,
+  ``teardown()`` (and ``teardown_continuous_profiler``);
+- ``PROFILE_CHUNK_ITEM_TYPE``: the envelope item the profiler's chunks travel in.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ try:
     from sentry_sdk.consts import VERSION, EndpointType
     from sentry_sdk.integrations.opentelemetry.consts import SENTRY_BAGGAGE_KEY, SENTRY_TRACE_KEY
     from sentry_sdk.integrations.opentelemetry.span_processor import SPAN_ORIGIN
+    from sentry_sdk.profiler import continuous_profiler as _continuous_profiler
     from sentry_sdk.scope import Scope, register_external_propagation_context, remove_external_propagation_context
     from sentry_sdk.tracing_utils import Baggage, extract_sentrytrace_data
     from sentry_sdk.transport import HttpTransport
@@ -84,6 +90,7 @@ if TYPE_CHECKING:
     from sentry_sdk.client import BaseClient
 
 __all__ = [
+    "PROFILE_CHUNK_ITEM_TYPE",
     "SENTRY_BAGGAGE_KEY",
     "SENTRY_TRACE_KEY",
     "SPAN_ITEM_CONTENT_TYPE",
@@ -100,10 +107,16 @@ __all__ = [
     "merged_scope",
     "otlp_traces_target",
     "prepare_event",
+    "profile_scheduler",
+    "profile_session_sampled",
     "register_external_propagation_context",
     "remove_external_propagation_context",
+    "running_profiler_id",
+    "start_profile",
+    "stop_profile_scheduler",
     "transport_queue",
     "v2_span",
+    "wait_profiler_idle",
 ]
 
 # --- envelope items ------------------------------------------------------------
@@ -187,3 +200,69 @@ def otlp_traces_target(dsn: str) -> tuple[str, dict[str, str]]:
     """Sentry's OTLP traces URL for ``dsn`` and the auth header it wants."""
     auth = Dsn(dsn).to_auth(f"sentry.python/{VERSION}")
     return auth.get_api_url(EndpointType.OTLP_TRACES), {"X-Sentry-Auth": auth.to_header()}
+
+
+# --- the continuous profiler ---------------------------------------------------------
+#
+# ``sentry_sdk.init(profile_session_sample_rate=..., profile_lifecycle="trace")`` (documented options) sets up
+# the module-global scheduler ``sentry_sdk.profiler.continuous_profiler._scheduler``. Sentry's own
+# transactions start it with ``try_profile_lifecycle_trace_start()``; the layer has no Sentry transaction on
+# the request thread, so it keeps the scheduler its client set up and drives that one.
+
+
+def profile_scheduler() -> Any | None:
+    """The continuous profiler's scheduler ``sentry_sdk.init`` set up last (None: none)."""
+    return _continuous_profiler._scheduler
+
+
+def profile_session_sampled(scheduler: Any) -> bool:
+    """Whether this process's profile session was sampled (``profile_session_sample_rate``, decided once)."""
+    return bool(scheduler.sampled) and scheduler.lifecycle == "trace"
+
+
+def start_profile(scheduler: Any) -> Any | None:
+    """Start the sampler thread if it is not running; the returned handle's ``stop()`` releases it.
+
+    The scheduler samples while any handle is active and stops itself (flushing its chunk) at the first
+    sample after the last one stopped. Lock-free while the sampler runs: a deque append and two reads.
+    """
+    return scheduler.auto_start()
+
+
+def running_profiler_id(scheduler: Any) -> str | None:
+    """The id the chunks of the running sampler carry (None when it is not running)."""
+    profiler_id: str | None = scheduler.profiler_id
+    return profiler_id
+
+
+def wait_profiler_idle(scheduler: Any, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for the sampler thread to stop (its last chunk is then in the transport)."""
+    thread = scheduler.thread
+    if thread is not None:
+        thread.join(timeout_s)
+        return not thread.is_alive()
+    return True
+
+
+def stop_profile_scheduler(scheduler: Any) -> None:
+    """Stop ``scheduler``'s sampler thread (its last chunk goes to its client) and forget it if still global."""
+    scheduler.teardown()
+    if _continuous_profiler._scheduler is scheduler:
+        _continuous_profiler.teardown_continuous_profiler()
+
+
+PROFILE_CHUNK_ITEM_TYPE: Final = "profile_chunk"
+
+_profiler_names: tuple[tuple[object, str, str], ...] = (
+    (_continuous_profiler.ContinuousScheduler, "ContinuousScheduler", "auto_start"),
+    (_continuous_profiler.ThreadContinuousScheduler, "ThreadContinuousScheduler", "teardown"),
+    (_continuous_profiler.ContinuousProfile, "ContinuousProfile", "stop"),
+    (_continuous_profiler, "continuous_profiler", "teardown_continuous_profiler"),
+)
+for _holder, _holder_name, _function in _profiler_names:
+    if not callable(getattr(_holder, _function, None)):
+        raise _incompatible(f"{_holder_name}.{_function}")
+if not hasattr(_continuous_profiler, "_scheduler") or not isinstance(
+    getattr(_continuous_profiler.ContinuousScheduler, "profiler_id", None), property
+):
+    raise _incompatible("sentry_sdk.profiler.continuous_profiler._scheduler / ContinuousScheduler.profiler_id")

@@ -43,6 +43,7 @@ class SentryBackend(SentryBackendBase):
             client.client,
             head=head,
             tags=self.settings.tags,
+            profiler=self.profiler,
             shutdown_timeout_s=self.config.export.shutdown_timeout,
         )
         return (self.processor,)

@@ -21,7 +21,7 @@ from opentelemetry.trace import format_span_id, format_trace_id
 from otel_hakgal import runtime
 from otel_hakgal.backends.base import QueueStats
 from otel_hakgal.backends.sentry import _compat
-from otel_hakgal.backends.sentry.settings import SentrySettings
+from otel_hakgal.backends.sentry.settings import SentrySettings, profile_session_rate
 from otel_hakgal.delivery import DeliveryLog
 
 if TYPE_CHECKING:
@@ -122,7 +122,10 @@ class SentryClient:
             dsn=settings.dsn or None,
             environment=settings.environment or config.service.environment,
             release=settings.release or config.service.version,
-            profiles_sample_rate=settings.profiles_sample_rate or None,
+            # Never profiles_sample_rate: the transaction profiler needs a Sentry transaction on the request
+            # thread. The continuous profiler runs while sampled OTel roots are open (see .profiling).
+            profile_session_sample_rate=profile_session_rate(settings) or None,
+            profile_lifecycle="trace",
             send_default_pii=settings.send_default_pii,
             attach_stacktrace=settings.attach_stacktrace,
             instrumenter="otel",  # Sentry's own tracing (Flask transactions, stdlib spans) stays off

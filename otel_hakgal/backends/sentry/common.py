@@ -16,6 +16,8 @@ from otel_hakgal.backends.sentry.settings import (
     SentrySettings,
     both_backends_problem,
     effective_sample_rate,
+    profile_problems,
+    profile_session_rate,
     sample_rate_problem,
 )
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
     from otel_hakgal.backends.sentry.client import SentryClient
     from otel_hakgal.backends.sentry.errors import ErrorLinker, OpenSpans
+    from otel_hakgal.backends.sentry.profiling import SentryProfiler
     from otel_hakgal.backends.sentry.propagator import DscHead
     from otel_hakgal.config import Config
 
@@ -53,6 +56,8 @@ class SentryBackendBase(Backend):
         self.client: SentryClient | None = None
         self.open_spans: OpenSpans | None = None
         self.linker: ErrorLinker | None = None
+        # The continuous profiler this backend's client set up (None: profiling off or session not sampled).
+        self.profiler: SentryProfiler | None = None
         self._running = False
 
     @classmethod
@@ -62,6 +67,7 @@ class SentryBackendBase(Backend):
             *super().check(config, settings),
             *both_backends_problem(config, cls.name),
             *sample_rate_problem(config, section, cls.name),
+            *profile_problems(config, section, cls.name),
         ]
 
     # --- what the subclasses add (called from start(): sentry-sdk is importable) ---
@@ -92,6 +98,10 @@ class SentryBackendBase(Backend):
         integrations = self.integrations()
         self.client = SentryClient.start(self.config, self.settings, integrations, self.delivery, **self.init_options())
         try:
+            if profile_session_rate(self.settings) > 0:
+                from otel_hakgal.backends.sentry.profiling import SentryProfiler
+
+                self.profiler = SentryProfiler.attach()  # the scheduler this client's init just set up
             head = ClientDscHead(self.client.client, self.sample_rate)
             open_spans = errors.OpenSpans()
             processors = self.create_span_processors(self.client, head)
@@ -125,6 +135,8 @@ class SentryBackendBase(Backend):
 
     def force_flush(self, timeout_s: float) -> bool:
         if self._running and self.client is not None:
+            if self.profiler is not None:
+                self.profiler.settle(timeout_s)  # an idle sampler's last chunk reaches the transport first
             self.client.flush(timeout_s)
         return True
 
@@ -132,5 +144,9 @@ class SentryBackendBase(Backend):
         """Close the client this backend started (a newer backend's client is left running)."""
         self._running = False
         self.linker = None  # the open spans were cleared by their processor's shutdown
+        if self.profiler is not None:
+            # This backend's sampler thread, not a newer backend's; its last chunk goes to the client, still open.
+            self.profiler.stop()
+            self.profiler = None
         if self.client is not None:
             self.client.close(self.config.export.shutdown_timeout)

@@ -37,6 +37,12 @@ class SentryOtlpBackend(SentryBackendBase):
     def create_span_processors(self, client: SentryClient, head: DscHead) -> Sequence[SpanProcessor]:
         if not self.settings.dsn:
             return ()
+        profiling: tuple[SpanProcessor, ...] = ()
+        if self.profiler is not None:
+            from otel_hakgal.backends.sentry.profiling import ProfilingSpanProcessor
+
+            # Before the exporter's processor: root spans get sentry.profiler_id while still writable.
+            profiling = (ProfilingSpanProcessor(self.profiler),)
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         from otel_hakgal.backends.batching import CountingBatchSpanProcessor
@@ -45,4 +51,4 @@ class SentryOtlpBackend(SentryBackendBase):
 
         endpoint, headers = otlp_traces_target(self.settings.dsn)
         exporter = OTLPSpanExporter(endpoint=endpoint, headers=headers, session=RecordingSession(self.delivery))
-        return (CountingBatchSpanProcessor(exporter, self.config),)
+        return (*profiling, CountingBatchSpanProcessor(exporter, self.config))

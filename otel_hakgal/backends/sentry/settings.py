@@ -44,7 +44,18 @@ class SentrySettings:
         "Must equal the OTel sampler's rate if set: the OTel sampler decides once and Sentry follows it.",
         validate=_rate,
     )
-    profiles_sample_rate: float = setting(0.0, "Share of sampled transactions that are profiled.", validate=_rate)
+    profiles_sample_rate: float = setting(
+        0.0,
+        "The seed's option: 1.0 profiles every sampled root span with sentry-sdk's continuous profiler"
+        " (as `profile_session_sample_rate = 1.0`), 0.0 none; other values are refused (see Profiling).",
+        validate=_rate,
+    )
+    profile_session_sample_rate: float | None = setting(
+        None,
+        "Share of processes whose sampled root spans are profiled (decided once per process at start);"
+        " unset: `profiles_sample_rate` decides.",
+        validate=_rate,
+    )
     send_default_pii: bool = setting(False, "Let Sentry attach IP addresses, cookies and user data.")
     attach_stacktrace: bool = setting(True, "Attach stack traces to messages too.")
     tags: dict[str, str] = setting(
@@ -88,5 +99,38 @@ def sample_rate_problem(config: Config, settings: SentrySettings, section: str) 
             f"{wanted!r} disagrees with the OTel sampler ({config.sampling.sampler}, rate {rate!r}); "
             f"sampling is decided once, by the OTel sampler: "
             f"set sampling.ratio = {wanted!r} and drop {section}.traces_sample_rate",
+        )
+    ]
+
+
+def profile_session_rate(settings: SentrySettings) -> float:
+    """The continuous profiler's ``profile_session_sample_rate``: the explicit one, else the seed's option."""
+    if settings.profile_session_sample_rate is not None:
+        return settings.profile_session_sample_rate
+    return settings.profiles_sample_rate
+
+
+def profile_problems(config: Config, settings: SentrySettings, section: str) -> list[str]:
+    """A ``profiles_sample_rate`` the continuous profiler cannot honour, or one contradicting the session rate."""
+    legacy = settings.profiles_sample_rate
+    session = settings.profile_session_sample_rate
+    if legacy in (0.0, 1.0):
+        if session is not None and legacy == 1.0 and session != 1.0:
+            return [
+                config.problem(
+                    f"{section}.profiles_sample_rate",
+                    f"1.0 contradicts {section}.profile_session_sample_rate = {session!r}; "
+                    f"drop {section}.profiles_sample_rate (the session rate decides)",
+                )
+            ]
+        return []
+    return [
+        config.problem(
+            f"{section}.profiles_sample_rate",
+            f"{legacy!r} cannot be honoured: Sentry profiles OTel spans with its continuous profiler, which "
+            f"samples whole processes, not single transactions (a per-transaction profile needs a Sentry "
+            f"transaction on the request thread, which OTel spans never have); set "
+            f"{section}.profile_session_sample_rate = {legacy!r} to profile that share of processes "
+            f"(all their sampled traces) and drop {section}.profiles_sample_rate, or set it to 1.0 or 0.0",
         )
     ]

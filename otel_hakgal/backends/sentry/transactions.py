@@ -31,6 +31,7 @@ from otel_hakgal.backends.base import QueueStats
 from otel_hakgal.backends.sentry import _compat
 from otel_hakgal.backends.sentry._compat import SENTRY_BAGGAGE_KEY, SPAN_ORIGIN, Baggage, format_timestamp
 from otel_hakgal.backends.sentry.client import HINT_SCRUBBER
+from otel_hakgal.backends.sentry.profiling import PROFILER_ID, THREAD_ID, THREAD_NAME, ProfiledRoot, SentryProfiler
 from otel_hakgal.backends.sentry.propagator import DscHead
 from otel_hakgal.backends.sentry.vocabulary import (
     GEN_AI_OPS,
@@ -218,14 +219,15 @@ def span_json(span: ReadableSpan, trace_id: str) -> dict[str, Any]:
 
 
 class _OpenTransaction:
-    """A local root span that has not ended yet: its ended descendants, and the DSC it came with."""
+    """A local root span that has not ended yet: its ended descendants, the DSC it came with, its profile."""
 
-    __slots__ = ("dropped", "incoming", "spans")
+    __slots__ = ("dropped", "incoming", "profile", "spans")
 
-    def __init__(self, incoming: Baggage | None) -> None:
+    def __init__(self, incoming: Baggage | None, profile: ProfiledRoot | None = None) -> None:
         self.spans: list[ReadableSpan] = []
         self.incoming = incoming
         self.dropped = 0
+        self.profile = profile
 
 
 MAX_SPANS: Final = 1000  # per transaction, as Sentry's own span recorder
@@ -249,7 +251,9 @@ class SentryTransactionProcessor(SpanProcessor):
 
     It sends through ``client`` (the one its backend started), heads the DSC
     of new traces with ``head`` and puts ``tags`` (``sentry.tags``) on every
-    transaction, below the transaction's own tags and the scopes' tags.
+    transaction, below the transaction's own tags and the scopes' tags. With a
+    ``profiler``, each sampled root runs it from start to end and its
+    transaction carries ``contexts.profile.profiler_id`` (see :mod:`.profiling`).
     """
 
     def __init__(
@@ -259,6 +263,7 @@ class SentryTransactionProcessor(SpanProcessor):
         *,
         head: DscHead | None = None,
         tags: Mapping[str, str] | None = None,
+        profiler: SentryProfiler | None = None,
         inline: bool = False,
         max_queue_size: int = DEFAULT_QUEUE_SIZE,
         max_spans: int = MAX_SPANS,
@@ -269,6 +274,7 @@ class SentryTransactionProcessor(SpanProcessor):
         self.client = client
         self.head = head
         self.tags = dict(tags or {})
+        self.profiler = profiler
         self.inline = inline
         self.shutdown_timeout_s = shutdown_timeout_s
         self.max_spans = max_spans
@@ -310,8 +316,10 @@ class SentryTransactionProcessor(SpanProcessor):
         if root is None:
             root = span_id
             incoming = get_value(SENTRY_BAGGAGE_KEY, parent_context) if parent is not None else None
-            self._open[span_id] = _OpenTransaction(incoming if isinstance(incoming, Baggage) else None)
-            if len(self._open) > self.max_open_transactions and _forget_oldest(self._open):
+            profiler = self.profiler
+            profile = profiler.root_started() if profiler is not None and span.context.trace_flags.sampled else None
+            self._open[span_id] = _OpenTransaction(incoming if isinstance(incoming, Baggage) else None, profile)
+            if len(self._open) > self.max_open_transactions and _forget_oldest_transaction(self._open):
                 self.forgotten_transactions += 1
         self._roots[span_id] = root
         if len(self._roots) > self.max_open_spans and _forget_oldest(self._roots):
@@ -333,7 +341,11 @@ class SentryTransactionProcessor(SpanProcessor):
                 self.overflow_spans += 1
             return
         transaction = self._open.pop(span_id, None)
-        if transaction is None or not span.context.trace_flags.sampled:
+        if transaction is None:
+            return
+        if transaction.profile is not None:
+            transaction.profile.stop()
+        if not span.context.trace_flags.sampled:
             return
         # The secret policy of the runtime the root ended in: by the time the worker sends, setup() may
         # have replaced or shut down that runtime.
@@ -394,6 +406,10 @@ class SentryTransactionProcessor(SpanProcessor):
             trace_context["status"] = status
         if dsc is not None:
             trace_context["dynamic_sampling_context"] = dsc.dynamic_sampling_context()
+        profile = transaction.profile
+        if profile is not None:
+            data[THREAD_ID] = profile.thread_id
+            data[THREAD_NAME] = profile.thread_name
         if data:
             trace_context["data"] = data
         contexts: dict[str, Any] = {
@@ -403,6 +419,8 @@ class SentryTransactionProcessor(SpanProcessor):
                 "resource": self._resource,
             },
         }
+        if profile is not None:
+            contexts["profile"] = {PROFILER_ID: profile.profiler_id}
         if mapped.http_status is not None:
             contexts["response"] = {"status_code": mapped.http_status}
         event: dict[str, Any] = {
@@ -427,7 +445,22 @@ class SentryTransactionProcessor(SpanProcessor):
     def shutdown(self) -> None:
         self.worker.stop(self.shutdown_timeout_s)
         self._roots.clear()
-        self._open.clear()
+        while self._open:  # roots still open release their profile handles: the profiler must stop
+            with contextlib.suppress(KeyError, RuntimeError):
+                profile = self._open.popitem()[1].profile
+                if profile is not None:
+                    profile.stop()
+
+
+def _forget_oldest_transaction(open_transactions: dict[int, _OpenTransaction]) -> bool:
+    """Forget the oldest open root, releasing its profile handle (a root that never ends must not keep
+    the profiler running)."""
+    with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+        profile = open_transactions.pop(next(iter(open_transactions))).profile
+        if profile is not None:
+            profile.stop()
+        return True
+    return False
 
 
 def _forget_oldest(mapping: dict[int, Any]) -> bool:
