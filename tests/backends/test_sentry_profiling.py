@@ -13,16 +13,12 @@ from typing import Any
 import pytest
 import requests
 from opentelemetry import trace
-from werkzeug.serving import make_server
 
 import otel_hakgal as hg
 from otel_hakgal.config import ConfigError
-from otel_hakgal.demo.api import create_app
-from otel_hakgal.demo.k_assistant import AssistantSettings, KAssistant
-from otel_hakgal.demo.providers import Endpoints
-from otel_hakgal.demo.simulator import LLMSimulator
 from otel_hakgal.testing import SentryReceiver
 from tests.support.processes import ROOT, clean_env
+from tests.support.reference_app import serve_reference_app
 
 SAMPLER_THREAD = "sentry.profiler.ThreadContinuousScheduler"
 Z3_TIMES_OUT = "ask Is Adam an ancestor of Eva?"  # the workload's step where Z3 runs until its timeout
@@ -33,15 +29,11 @@ QUICK = "ask What is the capital of France?"
 def reference_service(receiver: SentryReceiver, **settings: Any) -> Iterator[tuple[str, hg.Handle]]:
     """The reference service, set up from ``configs/sentry.toml`` with the DSN pointed at ``receiver``."""
     handle = hg.setup(ROOT / "configs" / "sentry.toml", settings={"sentry.dsn": receiver.dsn, **settings})
-    with LLMSimulator() as simulator:
-        assistant = KAssistant.create(Endpoints.on(simulator.base_url), AssistantSettings(z3_timeout_s=0.3))
-        server = make_server("127.0.0.1", 0, create_app(assistant), threaded=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            yield f"http://127.0.0.1:{server.server_port}", handle
-        finally:
-            server.shutdown()
-            handle.shutdown()
+    try:
+        with serve_reference_app(z3_timeout_s=0.3) as base:
+            yield base, handle
+    finally:
+        handle.shutdown()
 
 
 def _post(base: str, command: str) -> None:

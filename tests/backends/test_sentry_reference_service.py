@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 import otel_hakgal as hg
-from otel_hakgal.demo.api import create_app
 from otel_hakgal.demo.commands import known_verbs
-from otel_hakgal.demo.k_assistant import AssistantSettings, KAssistant
-from otel_hakgal.demo.providers import Endpoints
-from otel_hakgal.demo.simulator import LLMSimulator
 from otel_hakgal.testing import SentryReceiver
 from tests.support.processes import ROOT, clean_env
+from tests.support.reference_app import serve_reference_app
 
 ASK = "ask What is the capital of France?"
 
@@ -28,15 +23,11 @@ ASK = "ask What is the capital of France?"
 @contextmanager
 def reference_service(receiver: SentryReceiver) -> Iterator[tuple[str, hg.Handle]]:
     handle = hg.setup(backends=["sentry"], settings={"sentry.dsn": receiver.dsn})
-    with LLMSimulator() as simulator:
-        assistant = KAssistant.create(Endpoints.on(simulator.base_url), AssistantSettings(z3_timeout_s=1.0))
-        server = make_server("127.0.0.1", 0, create_app(assistant), threaded=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            yield f"http://127.0.0.1:{server.server_port}", handle
-        finally:
-            server.shutdown()
-            handle.shutdown()
+    try:
+        with serve_reference_app(z3_timeout_s=1.0) as base:
+            yield base, handle
+    finally:
+        handle.shutdown()
 
 
 def _post(base: str, command: str) -> requests.Response:
