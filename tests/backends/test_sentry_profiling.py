@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,8 +15,8 @@ from opentelemetry import trace
 import otel_hakgal as hg
 from otel_hakgal.config import ConfigError
 from otel_hakgal.testing import SentryReceiver
-from tests.support.processes import ROOT, clean_env
-from tests.support.reference_app import serve_reference_app
+from tests.support.processes import ROOT
+from tests.support.reference_app import run_demo_against_sentry, serve_reference_app
 
 SAMPLER_THREAD = "sentry.profiler.ThreadContinuousScheduler"
 Z3_TIMES_OUT = "ask Is Adam an ancestor of Eva?"  # the workload's step where Z3 runs until its timeout
@@ -212,15 +210,7 @@ def test_sentry_otlp_tags_root_spans_with_the_profiler_id(sentry_receiver: Sentr
 @pytest.mark.system
 @pytest.mark.slow
 def test_demo_with_the_sentry_config_sends_linked_profile_chunks(sentry_receiver: SentryReceiver) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "otel_hakgal.cli", "demo", "--config", "configs/sentry.toml"],
-        env=clean_env(SENTRY_DSN=sentry_receiver.dsn),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    run_demo_against_sentry(sentry_receiver.dsn)
     chunks = sentry_receiver.profile_chunks()
     transactions = sentry_receiver.transactions()
     assert chunks and transactions

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,8 +12,7 @@ import requests
 import otel_hakgal as hg
 from otel_hakgal.demo.commands import known_verbs
 from otel_hakgal.testing import SentryReceiver
-from tests.support.processes import ROOT, clean_env
-from tests.support.reference_app import serve_reference_app
+from tests.support.reference_app import run_demo_against_sentry, serve_reference_app
 
 ASK = "ask What is the capital of France?"
 
@@ -104,16 +101,7 @@ def test_failing_command_gives_one_error_linked_to_its_span(sentry_receiver: Sen
 @pytest.mark.system
 @pytest.mark.slow
 def test_demo_with_the_sentry_config_delivers_the_whole_workload(sentry_receiver: SentryReceiver) -> None:
-    env = clean_env(SENTRY_DSN=sentry_receiver.dsn)
-    result = subprocess.run(
-        [sys.executable, "-m", "otel_hakgal.cli", "demo", "--config", "configs/sentry.toml"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    run_demo_against_sentry(sentry_receiver.dsn)
     transactions = sentry_receiver.transactions()
     commands = [t for t in transactions if t["transaction"] == "POST /api/command"]
     verbs = {t["tags"].get("hakgal.command.name") for t in commands}

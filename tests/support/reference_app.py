@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +14,7 @@ from otel_hakgal.demo.api import create_app
 from otel_hakgal.demo.k_assistant import AssistantSettings, KAssistant
 from otel_hakgal.demo.providers import Endpoints
 from otel_hakgal.demo.simulator import LLMSimulator
+from tests.support.processes import ROOT, clean_env
 
 
 @contextmanager
@@ -25,3 +28,16 @@ def serve_reference_app(z3_timeout_s: float) -> Iterator[str]:
             yield f"http://127.0.0.1:{server.server_port}"
         finally:
             server.shutdown()
+
+
+def run_demo_against_sentry(dsn: str) -> None:
+    """``otel-hakgal demo --config configs/sentry.toml`` in a subprocess, sending to ``dsn``; fails if it fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", "otel_hakgal.cli", "demo", "--config", "configs/sentry.toml"],
+        env=clean_env(SENTRY_DSN=dsn),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
