@@ -31,6 +31,14 @@ exception from its instrumentation.
 
 Attribute values are not cut here: the pipeline cuts every string attribute
 of every span to ``redaction.max_attribute_length``.
+
+User text (command and question text, the formula: see
+:mod:`otel_hakgal.user_text`) goes in through one helper that applies
+``redaction.text_mode``, whichever method sets it (``set_formula``,
+``set_attribute``, a step's ``attributes``). When an operation fails, the user
+text of the operation and of the operations around it is masked in the
+exception message, stack trace and status description the same way, so an
+error that quotes the text does not carry it past ``text_mode``.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ import functools
 import inspect
 import json
 import logging
+import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from time import monotonic, perf_counter
 from types import TracebackType
@@ -49,6 +58,7 @@ from typing import Any, ClassVar, Final, ParamSpec, Self, TypeVar, cast
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import Histogram
+from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_MESSAGE, EXCEPTION_STACKTRACE
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
@@ -70,6 +80,7 @@ from otel_hakgal.log_limits import INTERVAL_S, WarningBudget
 from otel_hakgal.pricing import cost_of
 from otel_hakgal.redaction import redact_text
 from otel_hakgal.runtime import Runtime
+from otel_hakgal.user_text import OMITTED, USER_TEXT_ATTRIBUTES, TextMask, hidden_texts, note_hidden
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -77,6 +88,7 @@ R = TypeVar("R")
 _logger = logging.getLogger(__name__)
 
 _current_op: contextvars.ContextVar[Operation | None] = contextvars.ContextVar("otel_hakgal_op", default=None)
+
 
 class _UnknownValues:
     """Maps a value of a closed set to its plain string, and any other value to ``_OTHER``.
@@ -133,13 +145,27 @@ class Operation:
     scope: ClassVar[ErrorScope] = ErrorScope.STEP
     kind: ClassVar[SpanKind] = SpanKind.INTERNAL
 
-    __slots__ = ("_args", "_error_type", "_kwargs", "_op_token", "_rt", "_start", "_token", "span")
+    __slots__ = (
+        "_args",
+        "_error_type",
+        "_hidden",
+        "_kwargs",
+        "_op_token",
+        "_parent",
+        "_rt",
+        "_start",
+        "_token",
+        "span",
+    )
     span: Span
     """The operation's span (``INVALID_SPAN`` until the operation starts)."""
     _error_type: str | None
     _rt: Runtime
     _args: tuple[Any, ...]
     _kwargs: dict[str, Any]
+    # User text this operation recorded in another form: typed -> recorded (None until there is some).
+    _hidden: dict[str, str] | None
+    _parent: Operation | None  # the enclosing operation, whose user text errors are masked for too
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         # The constructor's arguments, kept so the decorator can build a fresh operation per call.
@@ -147,12 +173,16 @@ class Operation:
         op._args, op._kwargs = args, kwargs
         op.span = trace.INVALID_SPAN
         op._error_type = None
+        op._hidden = None
+        op._parent = None
         return op
 
     # --- context manager ---
 
     def __enter__(self) -> Self:
         rt = self._rt = runtime.current
+        self._hidden = None
+        self._parent = _current_op.get()
         span = self.span = self._open(rt)
         self._token = otel_context.attach(trace.set_span_in_context(span))
         self._op_token = _current_op.set(self)
@@ -166,9 +196,11 @@ class Operation:
         span = self.span
         try:
             if exc is not None and not isinstance(exc, GeneratorExit):
-                span.record_exception(exc, escaped=True)
+                mask = self._text_mask(exc)  # only here: no cost unless the operation fails
+                _record_exception(span, exc, mask, escaped=True)
                 note_escape(exc, span)
-                self._mark_failed(type(exc).__qualname__, f"{type(exc).__name__}: {exc}")
+                message = f"{type(exc).__name__}: {exc}"
+                self._mark_failed(type(exc).__qualname__, message if mask is None else mask(message))
             self._on_end(duration)
         finally:
             span.end()
@@ -211,11 +243,22 @@ class Operation:
     # --- helpers for the code inside ---
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
+        """Set one attribute; user text (:data:`~otel_hakgal.user_text.USER_TEXT_ATTRIBUTES`) per ``text_mode``."""
+        if key in USER_TEXT_ATTRIBUTES and isinstance(value, str):
+            if self.span is trace.INVALID_SPAN:
+                return  # not started: nothing to record, and no runtime to redact with
+            shown = self._user_text(value)
+            if shown is None:
+                return  # text_mode "omit"
+            value = shown
         self.span.set_attribute(key, value)
 
     def fail(self, error_type: str, message: str | None = None) -> None:
-        """Mark a failure that is a return value, not an exception (status ERROR, ``error.type``)."""
-        self._mark_failed(error_type, message)
+        """Mark a failure that is a return value, not an exception (status ERROR, ``error.type``).
+
+        User text of this operation and the ones around it is masked in ``message`` per ``text_mode``.
+        """
+        self._mark_failed(error_type, self._masked(message))
 
     @property
     def failed(self) -> bool:
@@ -226,9 +269,64 @@ class Operation:
         return self._error_type
 
     def _mark_failed(self, error_type: str, message: str | None) -> None:
+        """Status ERROR and ``error.type``; ``message`` is already masked."""
         self._error_type = error_type
         self.span.set_status(Status(StatusCode.ERROR, message))
         self.span.set_attribute(Attr.ERROR_TYPE, error_type)
+
+    # --- user text (see otel_hakgal.user_text) ---
+
+    def _user_text(self, text: str) -> str | None:
+        """``text`` as ``redaction.text_mode`` records it (``None``: omitted): the one way user text gets in.
+
+        A text recorded in another form is remembered, so errors can be masked the same way.
+        """
+        rt = self._rt
+        shown = redact_text(text, rt.config.redaction, rt.scrubber)
+        if shown != text:
+            hidden = self._hidden
+            if hidden is None:
+                hidden = self._hidden = {}
+            hidden[text] = OMITTED if shown is None else shown
+        return shown
+
+    def _with_user_text(self, attributes: Mapping[str, AttributeValue]) -> dict[str, AttributeValue]:
+        """``attributes`` with each user-text value as ``text_mode`` records it (omitted ones left out)."""
+        recorded: dict[str, AttributeValue] = {}
+        for key, value in attributes.items():
+            if key in USER_TEXT_ATTRIBUTES and isinstance(value, str):
+                shown = self._user_text(value)
+                if shown is None:
+                    continue
+                value = shown
+            recorded[key] = value
+        return recorded
+
+    def _text_mask(self, error: BaseException | None = None) -> TextMask | None:
+        """The mask for this operation's errors: its user text, its ancestors', and what ``error`` carries.
+
+        ``None`` when nothing is recorded in another form (``text_mode`` truncate with short texts).
+        The typed texts are noted on ``error``, for whoever reports it later.
+        """
+        hidden = hidden_texts(error) if error is not None else {}
+        op: Operation | None = self
+        while op is not None:
+            if op._hidden:
+                for typed, shown in op._hidden.items():
+                    hidden.setdefault(typed, shown)
+            op = op._parent
+        if not hidden:
+            return None
+        if error is not None:
+            note_hidden(error, hidden)
+        mask = TextMask(hidden)
+        return mask if mask else None
+
+    def _masked(self, message: str | None) -> str | None:
+        if not message:
+            return message
+        mask = self._text_mask()
+        return message if mask is None else mask(message)
 
     def _on_end(self, duration: float) -> None:
         """Record this operation's metrics. Subclasses extend it."""
@@ -251,7 +349,10 @@ class StepOp(Operation):
         self._attributes = attributes
 
     def _open(self, rt: Runtime) -> Span:
-        return rt.tracer.start_span(self._name, kind=self.kind, attributes=self._attributes)
+        attributes = self._attributes
+        if attributes and not USER_TEXT_ATTRIBUTES.isdisjoint(attributes):
+            attributes = self._with_user_text(attributes)
+        return rt.tracer.start_span(self._name, kind=self.kind, attributes=attributes)
 
 
 class _OutcomeOp(Operation):
@@ -306,9 +407,9 @@ class CommandOp(_OutcomeOp):
         verb = self._kind
         attributes: dict[str, AttributeValue] = {Attr.COMMAND_NAME: verb}
         if self._text is not None:
-            redacted = redact_text(self._text, rt.config.redaction, rt.scrubber)
-            if redacted is not None:
-                attributes[Attr.COMMAND_TEXT] = redacted
+            shown = self._user_text(self._text)
+            if shown is not None:
+                attributes[Attr.COMMAND_TEXT] = shown
         if self._timeout_s is not None:
             attributes[Attr.COMMAND_TIMEOUT] = float(self._timeout_s)
         return rt.tracer.start_span(SpanName.COMMAND.format(verb=verb), kind=self.kind, attributes=attributes)
@@ -335,15 +436,20 @@ class QueryOp(_OutcomeOp):
     def _open(self, rt: Runtime) -> Span:
         attributes: dict[str, AttributeValue] = {Attr.QUERY_TYPE: self._kind}
         if self._text is not None:
-            redacted = redact_text(self._text, rt.config.redaction, rt.scrubber)
-            if redacted is not None:
-                attributes[Attr.QUERY_TEXT] = redacted
+            shown = self._user_text(self._text)
+            if shown is not None:
+                attributes[Attr.QUERY_TEXT] = shown
         return rt.tracer.start_span(SpanName.QUERY, kind=self.kind, attributes=attributes)
 
     def set_formula(self, formula: str) -> None:
-        self.span.set_attribute(Attr.QUERY_FORMULA, formula)
+        """The formula the question became: user text, so recorded per ``text_mode`` like the question."""
+        self.set_attribute(Attr.QUERY_FORMULA, formula)
 
     def set_answer(self, answer: str) -> None:
+        """The verdict (``yes``, ``no_or_unknown``): a closed set the layer chooses, not user text, so kept as is.
+
+        Free text (an LLM's reply) belongs in ``record_messages``, behind content capture.
+        """
         self.span.set_attribute(Attr.QUERY_ANSWER, answer)
 
     def _duration_histogram(self) -> Histogram:
@@ -383,9 +489,9 @@ class ProverOp(Operation):
             self.span.set_attribute(Attr.PROVER_REASON, reason)
         if self._error_type is None:
             if value == ProverResult.TIMEOUT:
-                self._mark_failed(ErrorType.TIMEOUT, reason)
+                self._mark_failed(ErrorType.TIMEOUT, self._masked(reason))
             elif value == ProverResult.ERROR:
-                self._mark_failed(ErrorType.OTHER, reason)
+                self._mark_failed(ErrorType.OTHER, self._masked(reason))
 
     @property
     def result(self) -> str:
@@ -576,6 +682,25 @@ class LLMCallOp(Operation):
         super()._on_end(duration)
 
 
+def _record_exception(
+    span: Span,
+    error: BaseException,
+    mask: TextMask | None,
+    *,
+    escaped: bool,
+    attributes: Mapping[str, AttributeValue] | None = None,
+) -> None:
+    """``span.record_exception``, with user text masked in the message and stack trace when ``mask`` is given."""
+    if mask is not None and span.is_recording():
+        # The SDK's own attributes, overridden: the rest of the event (type, escaped) stays the SDK's.
+        masked: dict[str, AttributeValue] = {
+            EXCEPTION_MESSAGE: mask(str(error)),
+            EXCEPTION_STACKTRACE: mask("".join(traceback.format_exception(error))),
+        }
+        attributes = {**masked, **attributes} if attributes else masked
+    span.record_exception(error, attributes=attributes, escaped=escaped)
+
+
 # --- public factories: the operation classes themselves (see the module docstring) ---
 
 command = CommandOp
@@ -607,8 +732,13 @@ def capture_exception(error: BaseException, **context: AttributeValue) -> None:
     """
     rt = runtime.current
     span = trace.get_current_span()
-    span.record_exception(error, attributes=context or None, escaped=False)
     op = _current_op.get()
+    if op is not None:
+        mask = op._text_mask(error)
+    else:  # outside any operation: the user text noted on the error when it escaped one
+        noted = hidden_texts(error)
+        mask = TextMask(noted) if noted else None
+    _record_exception(span, error, mask or None, attributes=context or None, escaped=False)
     scope = op.scope if op is not None else ErrorScope.STEP
     rt.instruments.errors.add(1, {Attr.ERROR_TYPE: type(error).__qualname__, Attr.ERROR_SCOPE: scope.value})
     for backend in rt.backends:

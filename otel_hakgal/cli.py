@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from otel_hakgal.config import ConfigError, describe, load_config
+from otel_hakgal.config import ConfigError, describe, load_config, probe_config
 
 EXIT_CONFIG_ERROR = 2
 
@@ -17,6 +17,14 @@ def _check_config(args: argparse.Namespace) -> int:
         config = load_config(args.file)
     except ConfigError as error:
         print(f"otel-hakgal: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    for note in config.notes:
+        print(f"otel-hakgal: note: {note}", file=sys.stderr)
+    # Valid, yet unable to work here: setup() would run it, losing what that backend gets.
+    problems = probe_config(config)
+    if problems:
+        lines = "\n  ".join(problems)
+        print(f"otel-hakgal: the configuration is valid, but does not work here:\n  {lines}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     print(json.dumps(describe(config), indent=2, default=str))
     return 0
@@ -31,7 +39,13 @@ def _demo(args: argparse.Namespace, rest: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG_ERROR
-    return int(demo_main(list(rest)))
+    from otel_hakgal.pipeline import BackendStartError
+
+    try:
+        return int(demo_main(list(rest)))
+    except (ConfigError, BackendStartError) as error:  # a bad OTEL_HAKGAL_STRICT is a line, not a traceback
+        print(f"otel-hakgal demo: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -34,7 +34,9 @@ TRACES_EXPORTER_ENV: Final = "OTEL_TRACES_EXPORTER"
 EXPORTER_BACKENDS: Final = {"otlp": "otlp", "otlp_proto_http": "otlp", "console": "console"}
 BACKENDS_ENV: Final = "OTEL_HAKGAL_BACKENDS"
 STRICT_ENV: Final = "OTEL_HAKGAL_STRICT"
+DEFAULT_BACKENDS: Final = ("console",)
 ARGUMENT_SOURCE: Final = "setup() argument"
+ENV_SOURCE: Final = "environment variable "
 DEFAULT_SOURCE: Final = "default"
 
 Validator = Callable[[Any], str | None]  # returns what is allowed, or None when valid
@@ -128,13 +130,22 @@ def http_url(value: Any) -> str | None:
 # --- environment parsers ----------------------------------------------------
 
 
+TRUE_WORDS: Final = ("true", "1", "yes", "on")
+FALSE_WORDS: Final = ("false", "0", "no", "off")
+# What every boolean setting accepts, as its problem line says.
+BOOL_EXPECTED: Final = (
+    "one of " + ", ".join(f"'{w}'" for pair in zip(TRUE_WORDS, FALSE_WORDS, strict=True) for w in pair) + " (any case)"
+)
+
+
 def parse_bool(raw: str) -> bool:
+    """A boolean setting from text: true/false, 1/0, yes/no, on/off in any case ('' is false: unset)."""
     lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
+    if lowered in TRUE_WORDS:
         return True
-    if lowered in ("0", "false", "no", "off", ""):
+    if lowered in (*FALSE_WORDS, ""):
         return False
-    raise ValueError("'true' or 'false'")
+    raise ValueError(BOOL_EXPECTED)
 
 
 def parse_list(raw: str) -> tuple[str, ...]:
@@ -149,7 +160,9 @@ def parse_key_values(raw: str) -> dict[str, str]:
             continue
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError("comma-separated key=value pairs")
+            # The message never quotes the pair: its value may be a credential.
+            hint = " (a pair has ':' where '=' belongs)" if not sep and ":" in pair else ""
+            raise ValueError("comma-separated key=value pairs, values percent-encoded" + hint)
         result[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
     return result
 
@@ -217,6 +230,11 @@ class RedactionSettings:
     )
     secret_patterns: tuple[str, ...] = setting(
         [], "Extra regular expressions whose matches are redacted as secrets.", validate=regular_expressions
+    )
+    scrub_logs: bool = setting(
+        True,
+        "Scrub the process's log records too (every logger, werkzeug's access log included): messages and"
+        " tracebacks pass the secret scrubber and the `max_attribute_length` cut before any handler sees them.",
     )
 
 
@@ -345,7 +363,7 @@ DEFAULT_PRICING: Final = {
 class Config:
     """The resolved configuration. Build it with :func:`load_config`."""
 
-    backends: tuple[str, ...] = ("console",)
+    backends: tuple[str, ...] = DEFAULT_BACKENDS
     disabled: bool = False
     strict: bool = False
     service: ServiceSettings = field(default_factory=ServiceSettings)
@@ -360,6 +378,8 @@ class Config:
     source: str | None = None
     # Where each key that was set came from (file, variable, argument), for problems found after loading.
     key_sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # Problems of settings no selected backend reads (check-config prints them; nothing fails on them).
+    notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def settings_for(self, backend: str) -> Any:
         """The typed settings section of ``backend`` (``None`` if it declares none)."""
@@ -508,14 +528,15 @@ def _read_env(
         raw = environ.get(env)
         if raw is None or (raw == "" and key != "disabled"):
             continue
-        source = f"environment variable {env}"
+        source = f"{ENV_SOURCE}{env}"
         if key in flat:  # the first listed variable wins
             continue
         if spec.env_parser is not None:
             try:
                 flat[key] = _Value(spec.env_parser(raw), source)
             except ValueError as exc:
-                problems.append(f"{source} (key '{key}'): {raw!r} is not valid; expected {exc}")
+                shown = shown_value(raw, spec, table=spec.env_parser is parse_key_values)
+                problems.append(f"{source} (key '{key}'): {shown} is not valid; expected {exc}")
         else:
             flat[key] = _Value(raw, source)
     return flat
@@ -532,7 +553,7 @@ def _coerce(value: Any, hint: Any) -> Any:
             return parse_bool(value)
         if isinstance(value, bool):
             return value
-        raise ValueError("'true' or 'false'")
+        raise ValueError(BOOL_EXPECTED)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ValueError("an integer")
@@ -566,7 +587,14 @@ def _coerce(value: Any, hint: Any) -> Any:
     return value
 
 
-def _build_section(cls: type, section: str, merged: dict[str, _Value], problems: list[str]) -> Any:
+def _build_section(
+    cls: type, section: str, merged: dict[str, _Value], problems: list[str], env_problems: list[str] | None = None
+) -> Any:
+    """The section's settings; a bad value is a problem and leaves its default.
+
+    ``env_problems`` receives the problems of values from environment variables
+    instead (the notes of a section whose backend is not selected).
+    """
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -575,17 +603,20 @@ def _build_section(cls: type, section: str, merged: dict[str, _Value], problems:
             continue
         spec = spec_of(f)
         where = f"{entry.source}: key '{section}.{f.name}'"
+        found = env_problems if env_problems is not None and entry.source.startswith(ENV_SOURCE) else problems
+        shown = shown_value(entry.value, spec, table=typing.get_origin(hints[f.name]) is dict)
         try:
             value = _coerce(entry.value, hints[f.name])
         except ValueError as exc:
-            problems.append(f"{where}: {entry.value!r} is not valid; expected {exc}")
+            found.append(f"{where}: {shown} is not valid; expected {exc}")
             continue
         try:
             allowed = spec.validate(value) if spec.validate else None
         except ValueError as exc:  # a validator tripping over the value (urlsplit on 'http://[') rejects it
-            allowed = f"a valid value ({exc})"
+            # The parser's message may quote part of a secret.
+            allowed = "a valid value" if spec.secret else f"a valid value ({exc})"
         if allowed is not None:
-            problems.append(f"{where}: {entry.value!r} is not allowed; expected {allowed}")
+            found.append(f"{where}: {shown} is not allowed; expected {allowed}")
             continue
         kwargs[f.name] = value
     return cls(**kwargs)
@@ -660,11 +691,24 @@ def load_config(
                 continue  # reported by check_config, as the backend cannot be loaded
             if settings_class is not None:
                 sections[name] = settings_class
-    env_layer = {**root_env, **_read_env(environ, problems, sections, root=False)}
+    # A backend that is not selected never stops the others: what its variables hold is only a note
+    # (SENTRY_DSN set for another service, with [sentry] in a shared file and backends = ["otlp"]).
+    selected = set(root.get("backends", DEFAULT_BACKENDS))
+    idle = {name: cls for name, cls in sections.items() if name not in CORE_SECTIONS and name not in selected}
+    in_use = {name: cls for name, cls in sections.items() if name not in idle}
+    notes: list[str] = []
+    env_layer = {
+        **root_env,
+        **_read_env(environ, notes, idle, root=False),
+        **_read_env(environ, problems, in_use, root=False),
+    }
     _check_unknown(file_layer, sections, problems)
     _check_unknown(arg_layer, sections, problems)
     merged = {**file_layer, **env_layer, **arg_layer}
-    built = {name: _build_section(cls, name, merged, problems) for name, cls in sections.items()}
+    built = {
+        name: _build_section(cls, name, merged, problems, notes if name in idle else None)
+        for name, cls in sections.items()
+    }
 
     pricing = dict(DEFAULT_PRICING)
     pricing_entries = {k: v for k, v in merged.items() if k == "pricing" or k.startswith("pricing.")}
@@ -673,7 +717,7 @@ def load_config(
         try:
             pricing.update(_parse_pricing(table))
         except ValueError as exc:
-            problems.append(f"{entry.source}: key '{key}': {entry.value!r} is not valid; expected {exc}")
+            problems.append(f"{entry.source}: key '{key}': {shown_value(entry.value)} is not valid; expected {exc}")
 
     core = {name: built.pop(name) for name in CORE_SECTIONS}
     config = Config(
@@ -683,6 +727,7 @@ def load_config(
         backend_settings=built,
         source=str(file_path) if file_path else None,
         key_sources={key: entry.source for key, entry in {**merged, **root_layer}.items()},
+        notes=tuple(f"{note} (not used: no selected backend reads it)" for note in dict.fromkeys(notes)),
     )
     problems.extend(check_config(config))
     if problems:
@@ -764,18 +809,117 @@ def _load_backend(name: str, config: Config, problems: list[str]) -> Any:
     return None
 
 
+def probe_config(config: Config) -> list[str]:
+    """What only I/O finds wrong with a valid ``config`` here (a jsonl path that cannot be written).
+
+    For ``check-config``: each selected backend's optional ``probe(config, settings)``
+    classmethod looks, creating nothing. ``setup()`` does not fail on these: such a
+    backend warns when it starts and its ``force_flush()`` returns False, while the
+    other backends work on.
+    """
+    problems: list[str] = []
+    if config.disabled:
+        return problems
+    for name in config.backends:
+        probe = getattr(_load_backend(name, config, problems), "probe", None)
+        if callable(probe):
+            problems.extend(probe(config, config.settings_for(name)))
+    return problems
+
+
 # --- presenting -------------------------------------------------------------
 
 
+MASK: Final = "[REDACTED]"
+# A URL's start as typed: a short scheme and its slashes ('https://', or the typo 'https:/').
+_URL_START: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,9}(?::/*|//)")
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z\-]{1,64}")
+# Shorter parts of a URL or a name (a project id, a port, a path word, a host label) are shown: they
+# are how a typo is found. Longer runs may be a key typed in the wrong place ('.' for '@').
+_LONG_TOKEN: Final = 16
+_URL_TOKENS: Final = re.compile(r"[^/:;,.]+")
+_NAME_TOKENS: Final = re.compile(r"[^\-_.]+")
+_URL_CREDENTIALS: Final = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#@]+@")
+
+
+def _mask_long(match: re.Match[str]) -> str:
+    token = match.group(0)
+    return token if len(token) < _LONG_TOKEN else MASK
+
+
+def _is_plain_name(name: str) -> bool:
+    """A header or query parameter name, not a key pasted where a name belongs."""
+    return bool(_HEADER_NAME.fullmatch(name)) and all(len(t) < _LONG_TOKEN for t in _NAME_TOKENS.findall(name))
+
+
+def _mask_pair(pair: str, separators: str) -> str:
+    """``name=value`` as ``name=[REDACTED]``; a name that is no header or query name is masked too."""
+    for separator in separators:
+        name, found, value = pair.partition(separator)
+        if found:
+            if not _is_plain_name(name.strip()):
+                return MASK
+            spacing = value[: len(value) - len(value.lstrip())]  # shows 'Authorization: ...' as typed
+            return f"{name}{separator}{spacing}{MASK}"
+    return MASK if pair.strip() else pair
+
+
 def mask_secret(value: str) -> str:
-    """Hide the secret parts of a DSN, URL or header value, keeping its shape."""
-    parsed = urllib.parse.urlsplit(value)
-    if parsed.scheme and parsed.hostname and (parsed.username or parsed.password):
-        host = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
-        return urllib.parse.urlunsplit((parsed.scheme, f"***@{host}", parsed.path, parsed.query, ""))
-    if parsed.scheme and parsed.hostname:
+    """Hide the secret parts of a DSN or URL, keeping what finds a mistake.
+
+    The credentials (all before the last ``@``), query values, the fragment and
+    long tokens (a key pasted into the path) become ``[REDACTED]``; the scheme as
+    typed, the host and short path segments stay: ``'https://[REDACTED]@host/notanumber'``.
+    A value without a URL's shape is a secret as a whole.
+    """
+    if not value:
         return value
-    return "***" if value else value
+    start = _URL_START.match(value)
+    prefix = start.group(0) if start else ""
+    rest = value[len(prefix) :]
+    credentials = ""
+    if "@" in rest:
+        credentials, rest = MASK + "@", rest.rpartition("@")[2]
+    elif not prefix.endswith("/"):
+        return MASK
+    rest, hash_sign, fragment = rest.partition("#")
+    location, question_mark, query = rest.partition("?")
+    shown = _URL_TOKENS.sub(_mask_long, location)
+    if question_mark:
+        shown += "?" + "&".join(_mask_pair(pair, "=") for pair in query.split("&"))
+    if hash_sign:
+        shown += "#" + (MASK if fragment else "")
+    return prefix + credentials + shown
+
+
+def mask_credentials(text: str) -> str:
+    """``text`` with the credentials of every URL in it masked (``https://user:token@host``)."""
+    return _URL_CREDENTIALS.sub(rf"\1{MASK}@", text)
+
+
+def mask_key_values(raw: str) -> str:
+    """A ``key=value,...`` secret (``OTEL_EXPORTER_OTLP_HEADERS``) with every value masked, names kept."""
+    return ",".join(_mask_pair(pair, "=:") for pair in raw.split(","))
+
+
+def mask_table(table: Mapping[Any, Any]) -> dict[str, str]:
+    """A table of secrets (headers) with every value masked; a key that is no header name is masked too."""
+    return {str(k) if _is_plain_name(str(k)) else MASK: MASK for k in table}
+
+
+def shown_value(value: Any, spec: SettingSpec | None = None, *, table: bool = False) -> str:
+    """``value`` as a problem line quotes it: its repr, with secrets masked.
+
+    A setting marked secret shows only its shape; any other value still loses
+    the credentials of a URL (``https://user:token@host``).
+    """
+    if spec is None or not spec.secret:
+        return repr(mask_credentials(value) if isinstance(value, str) else value)
+    if isinstance(value, Mapping):
+        return repr(mask_table(value))
+    if isinstance(value, str):
+        return repr(mask_key_values(value) if table else mask_secret(value))
+    return f"a value of type {type(value).__name__}"  # a number or a list where a secret belongs: its type tells
 
 
 def secret_values(config: Config) -> list[str]:
@@ -812,7 +956,7 @@ def describe(config: Config) -> dict[str, Any]:
             value = getattr(section, f.name)
             if spec_of(f).secret:
                 if isinstance(value, Mapping):
-                    value = {k: "***" for k in value}
+                    value = mask_table(value)
                 elif isinstance(value, str):
                     value = mask_secret(value)
             values[f.name] = value

@@ -100,6 +100,8 @@ class Outcome(StrEnum):
     SUCCESS = "success"
     ERROR = "error"
     TIMEOUT = "timeout"
+    # The client's mistake (unknown verb, invalid or missing argument): answered 4xx, not counted as an error.
+    REJECTED = "rejected"
 
 
 class CacheName(StrEnum):
@@ -253,6 +255,10 @@ class Attr:
         "error.type",
         "string",
         "Exception class name, or a fixed code (`timeout`, `provider_error`, ...); absent on success.",
+    )
+    # The layer's own health
+    EXPORT_BACKEND: Final = _attribute(
+        "otel_hakgal.backend", "string", "The backend (`sentry`, `otlp`, ...) a metric of the layer's health is about."
     )
 
 
@@ -433,6 +439,16 @@ class Metric:
         "Tokens used per GenAI call (GenAI conventions).",
         (*_GEN_AI_METRIC_ATTRIBUTES, Attr.GEN_AI_TOKEN_TYPE),
         GEN_AI_TOKEN_BUCKETS,
+    )
+    EXPORT_DROPPED: Final = _metric(
+        "otel_hakgal.export.dropped",
+        "observable_counter",
+        "{item}",
+        "Telemetry a backend dropped since the process started, by backend and reason (`error.type`):"
+        " `queue_full` (spans or Sentry transactions beyond an export queue's capacity), `transport_queue_full`"
+        " (Sentry envelopes beyond sentry-sdk's transport queue), `span_limit` (spans a Sentry transaction"
+        " could not take: past its bounds, or ended after it was sent).",
+        (Attr.EXPORT_BACKEND, Attr.ERROR_TYPE),
     )
 
 

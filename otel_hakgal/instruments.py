@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from opentelemetry.metrics import Counter, Histogram, Meter, MeterProvider, get_meter_provider
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Counter,
+    Histogram,
+    Meter,
+    MeterProvider,
+    ObservableCounter,
+    Observation,
+    get_meter_provider,
+)
 
-from otel_hakgal.conventions import INSTRUMENTATION_SCOPE, Metric, MetricDef, metric_def
+from otel_hakgal.conventions import INSTRUMENTATION_SCOPE, Attr, Metric, MetricDef, metric_def
 from otel_hakgal.version import __version__
 
 
@@ -19,8 +29,25 @@ def _histogram(meter: Meter, definition: MetricDef) -> Histogram:
     )
 
 
+_Callback = Callable[[CallbackOptions], Iterable[Observation]]
+
+
 def _counter(meter: Meter, definition: MetricDef) -> Counter:
     return meter.create_counter(definition.name, unit=definition.unit, description=definition.description)
+
+
+def _observable_counter(meter: Meter, definition: MetricDef, callback: _Callback) -> ObservableCounter:
+    return meter.create_observable_counter(
+        definition.name, callbacks=[callback], unit=definition.unit, description=definition.description
+    )
+
+
+def observe_export_drops(options: CallbackOptions) -> Iterable[Observation]:
+    """``otel_hakgal.export.dropped``: what the backends dropped since the process started."""
+    from otel_hakgal.backends.batching import DROPS  # imports the backends' base: not at package import
+
+    for (backend, reason), count in DROPS.totals().items():
+        yield Observation(count, {Attr.EXPORT_BACKEND: backend, Attr.ERROR_TYPE: reason})
 
 
 @dataclass(frozen=True)
@@ -34,6 +61,7 @@ class Instruments:
     errors: Counter
     gen_ai_duration: Histogram
     gen_ai_tokens: Histogram
+    export_dropped: ObservableCounter
 
     @classmethod
     def create(cls, provider: MeterProvider | None = None) -> Instruments:
@@ -48,4 +76,5 @@ class Instruments:
             errors=_counter(meter, metric_def(Metric.ERRORS)),
             gen_ai_duration=_histogram(meter, metric_def(Metric.GEN_AI_OPERATION_DURATION)),
             gen_ai_tokens=_histogram(meter, metric_def(Metric.GEN_AI_TOKEN_USAGE)),
+            export_dropped=_observable_counter(meter, metric_def(Metric.EXPORT_DROPPED), observe_export_drops),
         )

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
-from otel_hakgal.config import Config, ConfigError, load_config, parse_bool
+from otel_hakgal.config import MASK, Config, ConfigError, load_config, mask_credentials, secret_values
 from otel_hakgal.environment_variables import LAUNCHER_ENTRY_POINT_NAME
 from otel_hakgal.pipeline import BackendStartError, Handle, setup
 
@@ -26,16 +26,50 @@ logger = logging.getLogger("otel_hakgal")
 
 EXIT_BAD_CONFIG = 2
 
+# The launcher's loader, and its two WARNINGs about a configurator it skips.
+LOADER_LOGGER: Final = "opentelemetry.instrumentation.auto_instrumentation._load"
+SKIPPED_CONFIGURATOR_MESSAGES: Final = (
+    "Configuration of %s not loaded, %s already loaded",
+    "Configuration of %s not loaded because %s is set by %s",
+)
+
+
+class SkippedConfiguratorFilter(logging.Filter):
+    """Drops the loader's warning that it skipped another configurator because ``hakgal`` was chosen.
+
+    With ``opentelemetry-distro`` installed beside us there are two configurators,
+    and the loader warns about the one it skips at every start, whatever
+    ``OTEL_PYTHON_CONFIGURATOR`` says. Skipping it is the intended outcome, so
+    the line is noise; any other loader message passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        ours_chosen = isinstance(args, tuple) and len(args) >= 2 and args[1] == LAUNCHER_ENTRY_POINT_NAME
+        return not (ours_chosen and record.msg in SKIPPED_CONFIGURATOR_MESSAGES)
+
+
+def quiet_skipped_configurators() -> None:
+    """Put :class:`SkippedConfiguratorFilter` on the loader's logger, once."""
+    loader = logging.getLogger(LOADER_LOGGER)
+    if not any(isinstance(f, SkippedConfiguratorFilter) for f in loader.filters):
+        loader.addFilter(SkippedConfiguratorFilter())
+
 
 class HakgalDistro(BaseDistro):  # type: ignore[misc]
     """Makes sure the launcher uses the ``hakgal`` configurator."""
 
     def _configure(self, **kwargs: Any) -> None:
         os.environ.setdefault("OTEL_PYTHON_CONFIGURATOR", LAUNCHER_ENTRY_POINT_NAME)
+        # Before the loader goes through the configurators: it may warn about one listed before ours.
+        if os.environ["OTEL_PYTHON_CONFIGURATOR"] == LAUNCHER_ENTRY_POINT_NAME:
+            quiet_skipped_configurators()
 
 
 class HakgalConfigurator(_BaseConfigurator):
     def _configure(self, **kwargs: Any) -> None:
+        # Also when another distro ran (OTEL_PYTHON_DISTRO=distro): configurators after ours are still to come.
+        quiet_skipped_configurators()
         start_from_environment()
 
 
@@ -49,8 +83,22 @@ def _is_reloader_watcher(argv: list[str], environ: dict[str, str] | os._Environ[
         return False
     if "--no-reload" in argv:
         return False
-    debug = "--debug" in argv or parse_bool(environ.get("FLASK_DEBUG", "") or "0")
+    # Read as Flask reads it (any value but 0/false/no is on), never refused: it is Flask's variable.
+    flask_debug = environ.get("FLASK_DEBUG", "")
+    debug = "--debug" in argv or flask_debug.lower() not in ("", "0", "false", "no")
     return debug or "--reload" in argv
+
+
+_MIN_SECRET_LENGTH: Final = 8  # shorter setting values ('1', 'gzip') would mask ordinary words
+
+
+def _without_secrets(line: str, config: Config | None) -> str:
+    """``line`` with the values of secret settings masked: a backend's start error may quote its DSN."""
+    if config is not None:
+        for value in sorted(secret_values(config), key=len, reverse=True):
+            if len(value) >= _MIN_SECRET_LENGTH:
+                line = line.replace(value, MASK)
+    return mask_credentials(line)
 
 
 def start_from_environment(environ: dict[str, str] | os._Environ[str] | None = None) -> Handle | None:
@@ -64,14 +112,15 @@ def start_from_environment(environ: dict[str, str] | os._Environ[str] | None = N
     if _is_reloader_watcher(sys.argv, environ):
         return None
     strict = False
+    config: Config | None = None
     try:
         config = load_config(environ=environ)
         strict = config.strict
         return setup(config)
-    except ConfigError as error:
+    except ConfigError as error:  # its problem lines show secrets masked
         strict, line = error.strict, "; ".join(error.problems)
     except BackendStartError as error:
-        line = str(error)
+        line = _without_secrets(str(error), config)
     if strict:
         print(f"otel_hakgal ERROR: {line} (strict is set: not starting)", file=sys.stderr, flush=True)
         # SystemExit from the launcher's sitecustomize becomes a fatal-error dump

@@ -35,7 +35,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from otel_hakgal import log_limits, runtime
+from otel_hakgal import log_limits, log_redaction, runtime
 from otel_hakgal.backends.base import Backend, BackendStats, Parts
 from otel_hakgal.backends.registry import backend_class
 from otel_hakgal.config import Config, ConfigError, LimitSettings, SamplingSettings, check_config, load_config
@@ -493,6 +493,7 @@ def setup(
             overrides["sampling.ratio"] = sample_ratio
         resolved = load_config(config, overrides=overrides)
 
+    log_redaction.install()  # once per process: every log record passes the running scrubber
     with _PLUMBING.lock:
         previous = _PLUMBING.handle
         if previous is not None and previous.config == resolved:

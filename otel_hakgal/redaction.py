@@ -5,24 +5,33 @@ Two policies, both applied once, upstream of every backend:
 * :func:`redact_text` records command and question text truncated, hashed or
   not at all (``redaction.text_mode``).
 * :class:`SecretScrubber` replaces secrets with ``[REDACTED]``: API keys,
-  bearer tokens, ``Authorization`` values, DSN and URL credentials, passwords,
-  and the literal values of secret-looking environment variables and secret
-  config settings. The fan-out span processor runs it on every finished span
-  (attributes, events, status), and the Sentry backends on every error event
-  and breadcrumb, so all backends see the same redacted data. It also replaces
-  lone surrogates, so every string it returns encodes as valid UTF-8.
+  bearer tokens, ``Authorization`` values, URL credentials and secret query
+  parameters, passwords (also in prose), and the literal values of
+  secret-looking environment variables (also those set after ``setup()``) and
+  secret config settings. The fan-out span processor runs it on every finished
+  span (name, attributes, events, links, status), and the Sentry backends on
+  every error event and breadcrumb, so all backends see the same redacted
+  data; it also cuts every string to ``redaction.max_attribute_length``. It
+  replaces lone surrogates, so every string it returns encodes as valid UTF-8.
+
+A Sentry DSN's public key is not a secret (Sentry needs it in every envelope's
+trace header, browser SDKs ship it): only a DSN's secret part and the DSN as a
+whole are.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.trace import Link
 from opentelemetry.trace.status import Status
 
 from otel_hakgal.config import secret_values
@@ -32,12 +41,22 @@ if TYPE_CHECKING:
 
 REDACTED: Final = "[REDACTED]"
 
+# The value of a password or secret assignment: up to whitespace, so "Tr0ub4dor&3xyz" stays
+# whole, except that & , ; end it before another key=value ("?password=abc&x=1") and } ends it
+# where it closes a brace ("{password=abc}").
+_PASSWORD_VALUE: Final = r"(?:[^\s\"'&,;}]|[&,;](?!\s*[a-z_][\w.\-]*\s*[=:])|\}(?=[^\s,;}\])\"']))+"
+# Words that follow "password is" in messages about a password, not in one ("password is incorrect").
+_NOT_A_PASSWORD: Final = (
+    r"not|too|in(?:correct|valid)|wrong|required|missing|empty|expired|correct|valid|set|reset|changed"
+    r"|the|an?|being|now|weak"
+)
+
 # Secret-looking text. Each alternative keeps its label (the named group) and
 # replaces only the secret that follows it.
 _SECRET_PATTERN: Final = re.compile(
     "|".join(
         (
-            # scheme://user[:password]@host: DSN keys and basic-auth URLs
+            # scheme://user[:password]@host: DSNs and basic-auth URLs
             r"(?P<url>\b[a-z][a-z0-9+.\-]*://)[^\s/:@?#\"'<>]+(?::[^\s/@?#\"'<>]*)?@",
             # Authorization header values, as header lines, dicts or JSON
             r"(?P<header>\b(?:proxy-)?authorization\b[\"']?\s*[:=]\s*[\"']?)[^\r\n\"',;}]+",
@@ -45,8 +64,23 @@ _SECRET_PATTERN: Final = re.compile(
             # credentials, so "basic reasoning" stays)
             r"(?P<scheme>\bbearer\s+)[A-Za-z0-9\-._~+/]{6,}=*",
             r"(?P<basic>\b(?-i:Basic)\s+)(?=\S*(?:[0-9+/=]|(?-i:[a-z][A-Z])))[A-Za-z0-9+/]{8,}={0,2}",
-            # key=value and key: value assignments of secrets (api_key=..., "password": "p w")
-            r"(?P<assignment>\b(?:[a-z0-9]+[_\-])*(?:api[_\-]?key|apikey|secret|password|passwd|pwd|token"
+            # query parameters (?key=... Google style, ?sig=..., X-Amz-Signature=...): the value up to
+            # & or #; at the start of the text too (url.query, Sentry's request.query_string)
+            r"(?P<query>(?:(?<=[?&])|^)(?:key|auth|sig|api[_\-]?key|apikey|access[_\-]?token|token"
+            r"|(?:[a-z0-9]+[_\-])*signature)=)[^&#\s\"'<>]+",
+            # "password: correct horse battery" (a colon and a space, as in prose or YAML): the
+            # words up to the end of the line or sentence
+            r"(?P<password_line>\b(?:[a-z0-9]+[_\-])*(?:password|passwd|passphrase|pwd|secret)\b:[ \t]+)"
+            rf"(?![\"'])(?!(?:{_NOT_A_PASSWORD})\b)[^\r\n]+?(?=[.!?]?[ \t]*(?:$|[\r\n])|[.!?][ \t])",
+            # password=..., "secret": "p w", PASSWORD:...
+            r"(?P<password>\b(?:[a-z0-9]+[_\-])*(?:password|passwd|passphrase|pwd|secret)\b[\"']?\s*[:=]\s*)"
+            rf"(?:\"[^\"\r\n]*\"|'[^'\r\n]*'|{_PASSWORD_VALUE})",
+            # secrets in prose: "my password is Tr0ub4dor", "set the password to ...", "my api key is ..."
+            r"(?P<prose>\b(?:password|passwd|passphrase|passwort|(?:api|access|secret)[ _\-]?key|token)"
+            r"\s+(?:is|was|ist|war|to):?\s+)"
+            rf"(?!(?:{_NOT_A_PASSWORD})\b)(?:\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s\"']+)",
+            # other key=value and key: value assignments of secrets (api_key=..., "token": "...")
+            r"(?P<assignment>\b(?:[a-z0-9]+[_\-])*(?:api[_\-]?key|apikey|token"
             r"|access[_\-]?key|private[_\-]?key|credentials?)\b[\"']?\s*[:=]\s*)"
             r"(?:\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s\"'&,;}]+)",
             # well-known key formats: OpenAI/DeepSeek, Google, AWS, GitHub, Slack, JWTs
@@ -63,25 +97,42 @@ _SECRET_PATTERN: Final = re.compile(
 # Every alternative above contains one of these (lower-cased): a cheap test that spares most
 # strings the full pattern, which costs ~20 us per string.
 _MARKERS: Final = (
-    "://", "auth", "bearer", "basic", "key", "secret", "passw", "pwd", "token", "credential",
-    "sk-", "aiza", "akia", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "eyj",
+    "://", "auth", "bearer", "basic", "key", "secret", "passw", "passphrase", "pwd", "token", "credential",
+    "sig=", "signature", "sk-", "aiza", "akia", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "eyj",
 )  # fmt: skip
-_LABELS: Final = ("url", "header", "scheme", "basic", "assignment")
+_LABELS: Final = ("url", "header", "scheme", "basic", "query", "password_line", "password", "prose", "assignment")
 
 # Attribute and dict keys whose whole value is a secret (the last dotted segment is matched,
-# so ``http.request.header.authorization`` counts and ``gen_ai.usage.input_tokens`` does not).
+# so ``http.request.header.authorization`` counts and ``gen_ai.usage.input_tokens`` does not;
+# nor does ``public_key``, the DSN key Sentry needs in its trace header).
 _SECRET_KEY: Final = re.compile(
-    r"(?:^|[_\-])(?:authorization|cookie|set-cookie|password|passwd|secret|api[_\-]?key|apikey|token|dsn"
-    r"|credentials?|private[_\-]?key|access[_\-]?key)$",
+    r"(?:^|[_\-])(?:authorization|cookie|set-cookie|password|passwd|passphrase|secret|api[_\-]?key|apikey"
+    r"|token|dsn|credentials?|private[_\-]?key|access[_\-]?key)$",
     re.IGNORECASE,
 )
 # Environment variables whose values are secrets, matched on the upper-cased name.
 _SECRET_ENV_NAME: Final = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|DSN|CREDENTIAL")
 _MIN_LITERAL_LENGTH: Final = 8  # shorter values ("true", "1") would redact ordinary words
+# A literal's derived copies are found by its longest run of letters and digits (which a copy
+# that drops or changes separators keeps); a shorter run would send most strings to the regex,
+# so such a literal is looked for in the text without its separators (which costs ~1 us a string).
+_MIN_PROBE_LENGTH: Final = 4
+_ALNUM_RUN: Final = re.compile(r"[a-z0-9]+")
+_NOT_ALNUM: Final = re.compile(r"[^a-z0-9]+")
+# What a derived copy may put between a secret's letters and digits ("hunter2-x" -> "Hunter2_X").
+_SEPARATOR: Final = r"[^\sa-zA-Z0-9]*"
+# A Sentry DSN's public key (32 hex digits), public by design: not a secret, not learned.
+_DSN_PUBLIC_KEY: Final = re.compile(r"[0-9a-f]{32}", re.IGNORECASE)
+_OWN_DSN_KEY: Final = re.compile(r"[a-z][a-z0-9+.\-]*://([0-9a-f]{32})[:@]", re.IGNORECASE)
 _CACHE_LIMIT: Final = 4096
 # Characters past the length cut that are still scrubbed before cutting (longer than any key format).
 _CUT_MARGIN: Final = 512
 _LEARNED_LIMIT: Final = 1024
+_NO_LIMIT: Final = 1 << 62
+# Attribute values with no string in them.
+_SCALARS: Final = frozenset({int, float, bool, bytes, type(None)})
+# How often a scrubber watching os.environ re-reads it when its size has not changed.
+ENVIRON_REFRESH_S: Final = 1.0
 
 
 def redact_text(text: str, settings: RedactionSettings, scrubber: SecretScrubber | None = None) -> str | None:
@@ -128,12 +179,42 @@ def secret_literals_from_environment(environ: Mapping[str, str]) -> list[str]:
 
 
 def _literal_parts(value: str) -> list[str]:
-    """The secret itself and, for a URL with credentials (a DSN), the credentials alone."""
+    """The secret itself and its parts that are secrets alone: a URL's password (a legacy DSN's
+    secret key), the credentials after an auth scheme (``Bearer <token>``)."""
     parts = [value]
     match = re.match(r"[a-z][a-z0-9+.\-]*://([^/@\s]+)@", value, re.IGNORECASE)
     if match:
-        parts.extend(match.group(1).split(":"))
+        parts.extend(_userinfo_secrets(match.group(1)))
+    match = re.fullmatch(r"(?:bearer|basic|token|api-?key)\s+(\S+)", value.strip(), re.IGNORECASE)
+    if match:
+        parts.append(match.group(1))
     return [part for part in parts if len(part) >= _MIN_LITERAL_LENGTH]
+
+
+def _userinfo_secrets(userinfo: str) -> list[str]:
+    """The secrets in a URL's ``user[:password]``: the password; a user without one is a token
+    (``https://<token>@host``), unless it is a DSN's public key."""
+    user, colon, password = userinfo.partition(":")
+    if colon:
+        return [password] if password else []
+    return [] if _DSN_PUBLIC_KEY.fullmatch(user) else [user]
+
+
+@functools.lru_cache(maxsize=2 * _LEARNED_LIMIT)  # the index is rebuilt at each learned secret
+def _literal_entry(value: str) -> tuple[str, str, bool]:
+    """``(probe, regex, squeezed)`` for a known secret: the probe must occur in the lower-cased
+    text (``squeezed``: without its separators) for the regex to run. A secret with 8+ letters
+    and digits also matches its derived copies: any case, separators changed or dropped
+    ("hunter2-x" matches "PasswordHunter2X")."""
+    lowered = value.lower()
+    runs = _ALNUM_RUN.findall(lowered)
+    squeezed = "".join(runs)
+    if any(c.isspace() for c in value) or len(squeezed) < _MIN_LITERAL_LENGTH:
+        return lowered, re.escape(value), False
+    probe = max(runs, key=len)
+    if len(probe) < _MIN_PROBE_LENGTH:
+        return squeezed, _SEPARATOR.join(squeezed), True
+    return probe, _SEPARATOR.join(squeezed), False
 
 
 class SecretScrubber:
@@ -150,9 +231,15 @@ class SecretScrubber:
         *,
         max_length: int | None = None,
         enabled: bool = True,
+        environ_refresh_s: float | None = None,
     ) -> None:
         """``max_length`` cuts longer values (whatever tracer provider made the span);
-        ``enabled=False`` keeps only that cut and the UTF-8 repair."""
+        ``enabled=False`` keeps only that cut and the UTF-8 repair.
+
+        With ``environ_refresh_s``, values of secret-looking variables in ``os.environ`` are
+        secrets whenever they are set (an app may load a ``.env`` after ``setup()``): a new
+        variable at the next call, a changed value within ``environ_refresh_s`` seconds.
+        """
         self.max_length = max_length
         self.enabled = enabled
         self._known = {v for v in literals if len(v) >= _MIN_LITERAL_LENGTH}
@@ -160,21 +247,43 @@ class SecretScrubber:
         # text (a formula built from the question, "PasswordHunter2xyz") is redacted too.
         self._learned: dict[str, None] = {}
         self._lock = threading.Lock()
-        self._literals = self._compile_literals()
         self._extra = re.compile("|".join(f"(?:{p})" for p in extra_patterns)) if extra_patterns else None
         # Span attribute values repeat (routes, model names): remember the clean ones.
         self._clean: set[str] = set()
         self._secret_keys: dict[str, bool] = {}
+        self._refresh_s = environ_refresh_s if enabled else None
+        self._environ_size = -1
+        self._next_scan = 0.0
+        # (probe, regex) pairs, longest regex first: probed in the text, and in the text without separators.
+        self._literal_index: tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = ((), ())
+        self._index_literals()
+        self._watch()
 
-    def _compile_literals(self) -> re.Pattern[str] | None:
-        values = sorted(self._known | self._learned.keys(), key=len, reverse=True)
-        self._lowered_literals = tuple(v.lower() for v in values)
-        # Case-insensitive: derived copies change case ("hunter2xyz" -> "Hunter2xyz").
-        return re.compile("|".join(map(re.escape, values)), re.IGNORECASE) if values else None
+    def _index_literals(self) -> None:
+        """Rebuilds the literals' probes; called with the lock held, or before any other thread."""
+        # Longest regex first, so a secret that contains another is replaced whole.
+        entries = sorted({_literal_entry(v) for v in (*self._known, *self._learned)}, key=lambda e: -len(e[1]))
+        self._literal_index = (
+            tuple((probe, regex) for probe, regex, squeezed in entries if not squeezed),
+            tuple((probe, regex) for probe, regex, squeezed in entries if squeezed),
+        )
+        self._clean.clear()  # a value cached as clean may hold a new secret
+        # The public keys of the configured DSNs: Sentry needs them in every trace header.
+        self._own_public_keys = frozenset(
+            match.group(1).lower() for value in self._known if (match := _OWN_DSN_KEY.match(value))
+        )
 
     def _learn(self, secret: str) -> None:
         tokens = [t for t in re.split(r"[\s:@\"']+", secret) if len(t) >= _MIN_LITERAL_LENGTH]
-        new = [t for t in tokens if t not in self._known and t not in self._learned]
+        # A scrubbed text scrubbed again ("password=[REDACTED]") teaches nothing.
+        new = [
+            t
+            for t in tokens
+            if t not in self._known
+            and t not in self._learned
+            and REDACTED not in t
+            and t.lower() not in self._own_public_keys
+        ]
         if not new:
             return
         with self._lock:
@@ -182,8 +291,30 @@ class SecretScrubber:
                 self._learned[token] = None
             while len(self._learned) > _LEARNED_LIMIT:  # oldest first
                 del self._learned[next(iter(self._learned))]
-            self._literals = self._compile_literals()
-            self._clean.clear()  # a value cached as clean may hold the new secret
+            self._index_literals()
+
+    def _watch(self) -> None:
+        """Re-reads ``os.environ`` when it grew or shrank, else at most every ``environ_refresh_s``."""
+        if self._refresh_s is None:
+            return
+        size = len(os.environ)
+        now = time.monotonic()
+        if size == self._environ_size and now < self._next_scan:
+            return
+        with self._lock:
+            if size == self._environ_size and now < self._next_scan:
+                return  # another thread read it while this one waited
+            self._environ_size = size
+            self._next_scan = now + self._refresh_s
+            try:
+                found = set(secret_literals_from_environment(os.environ))
+            except (KeyError, RuntimeError):  # another thread changed it while we read: next call
+                self._next_scan = now
+                return
+            if not found <= self._known:
+                # Values stay secrets when the variable changes: a rotated key is still a key.
+                self._known |= found
+                self._index_literals()
 
     @classmethod
     def from_environment(
@@ -191,10 +322,16 @@ class SecretScrubber:
         environ: Mapping[str, str] | None = None,
         literals: Iterable[str] = (),
         extra_patterns: Sequence[str] = (),
+        *,
+        environ_refresh_s: float = ENVIRON_REFRESH_S,
         **options: Any,
     ) -> SecretScrubber:
-        found = secret_literals_from_environment(os.environ if environ is None else environ)
-        return cls([*found, *(p for v in literals for p in _literal_parts(v))], extra_patterns, **options)
+        """A scrubber for ``environ``'s secret-looking values; without ``environ`` it watches
+        ``os.environ`` (see ``environ_refresh_s``)."""
+        given = [p for v in literals for p in _literal_parts(v)]
+        if environ is None:
+            return cls(given, extra_patterns, environ_refresh_s=environ_refresh_s, **options)
+        return cls([*secret_literals_from_environment(environ), *given], extra_patterns, **options)
 
     @classmethod
     def for_config(cls, config: Config, environ: Mapping[str, str] | None = None) -> SecretScrubber:
@@ -209,22 +346,34 @@ class SecretScrubber:
         )
 
     # --- text ---------------------------------------------------------------
+    # The public methods first re-read the environment if due; the private ones do the work.
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret replaced; the same object when there was nothing to replace."""
+        self._watch()
+        return self._scrub(text)
+
+    def _scrub(self, text: str) -> str:
         if not self.enabled:
             return valid_utf8(text)
         if text in self._clean:
             return text
         scrubbed = text
         lowered = text.lower()
-        literals = self._literals
-        if literals is not None and any(value in lowered for value in self._lowered_literals):
-            scrubbed = literals.sub(REDACTED, scrubbed)
+        plain, squeezed = self._literal_index
+        hits = [regex for probe, regex in plain if probe in lowered]
+        if squeezed:
+            without_separators = _NOT_ALNUM.sub("", lowered)
+            if more := [regex for probe, regex in squeezed if probe in without_separators]:
+                hits = sorted((*hits, *more), key=len, reverse=True)
+        if hits:
+            scrubbed = re.compile("|".join(hits), re.IGNORECASE).sub(REDACTED, scrubbed)
         if self._extra is not None:
             scrubbed = self._extra.sub(REDACTED, scrubbed)
-        if any(marker in lowered for marker in _MARKERS):
-            scrubbed = _SECRET_PATTERN.sub(self._replace, scrubbed)
+        for marker in _MARKERS:  # a plain loop: any() over a generator costs twice as much here
+            if marker in lowered:
+                scrubbed = _SECRET_PATTERN.sub(self._replace, scrubbed)
+                break
         scrubbed = valid_utf8(scrubbed)
         if scrubbed == text:
             if len(self._clean) >= _CACHE_LIMIT:
@@ -240,7 +389,9 @@ class SecretScrubber:
             if kept is not None:
                 secret = whole[len(kept) :]
                 if label == "url":
-                    self._learn(secret[:-1])
+                    # Found in span data, even a DSN's public key is a secret: its copies go too.
+                    for part in secret[:-1].split(":"):
+                        self._learn(part)
                     return kept + REDACTED + "@"
                 quote = secret[:1]
                 self._learn(secret.strip("'\""))
@@ -256,33 +407,59 @@ class SecretScrubber:
             known = self._secret_keys[key] = is_secret_key(key)
         return known
 
+    def _cut(self, text: str) -> str:
+        """``text`` scrubbed, then cut to ``max_length``."""
+        limit = self.max_length
+        if limit is None:
+            return self._scrub(text)
+        if len(text) <= limit and text in self._clean:  # the common case, first
+            return text
+        if len(text) > limit + _CUT_MARGIN:
+            # Bounds the patterns' work and the clean cache; the margin keeps a secret that
+            # straddles the cut whole, so the cut never leaves part of one behind.
+            text = text[: limit + _CUT_MARGIN]
+        return self._scrub(text)[:limit]  # a str sliced past its end is the same object
+
     def scrub_value(self, key: str, value: Any) -> Any:
-        """An attribute or field value, scrubbed (strings, and sequences of strings)."""
-        if isinstance(value, str):
+        """An attribute or field value, scrubbed (strings, and sequences and mappings of them)."""
+        self._watch()
+        return self._value(key, value)
+
+    def _value(self, key: str, value: Any) -> Any:
+        kind = value.__class__
+        if kind is str:
             if value and self.enabled and self._is_secret_key(key):
                 return REDACTED
-            limit = self.max_length
-            if limit is None:
-                return self.scrub(value)
-            if len(value) > limit + _CUT_MARGIN:
-                # Bounds the patterns' work and the clean cache; the margin keeps a secret that
-                # straddles the cut whole, so the cut never leaves part of one behind.
-                value = value[: limit + _CUT_MARGIN]
-            return self.scrub(value)[:limit]
-        if isinstance(value, list | tuple) and any(isinstance(item, str) for item in value):
-            items = [self.scrub_value(key, item) for item in value]
+            return self._cut(value)
+        if kind in _SCALARS:  # before the isinstance tests below, which cost more than the rest
+            return value
+        if isinstance(value, list | tuple) and any(isinstance(item, str | list | tuple | Mapping) for item in value):
+            items = [self._value(key, item) for item in value]
             return value if all(a is b for a, b in zip(items, value, strict=True)) else type(value)(items)
+        if isinstance(value, Mapping):  # OTel's AnyValue maps
+            return self._attributes(value) or value
+        if isinstance(value, str):  # a str subclass
+            return self._value(key, str(value))
         return value
 
     # --- spans ----------------------------------------------------------------
 
     def scrub_attributes(self, attributes: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
         """Scrubbed attributes, or ``None`` when nothing changed (the common case, no copy)."""
+        self._watch()
+        return self._attributes(attributes)
+
+    def _attributes(self, attributes: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
         if not attributes:
             return None
         changed: dict[str, Any] | None = None
+        # Inlined fast path for the common value: a short string known clean under a plain key.
+        limit = _NO_LIMIT if self.max_length is None else self.max_length
+        clean, plain = self._clean, self._secret_keys
         for key, value in attributes.items():
-            scrubbed = self.scrub_value(key, value)
+            if value.__class__ is str and len(value) <= limit and value in clean and plain.get(key) is False:
+                continue
+            scrubbed = self._value(key, value)
             if scrubbed is not value:
                 if changed is None:
                     changed = dict(attributes)
@@ -290,30 +467,45 @@ class SecretScrubber:
         return changed
 
     def scrub_span(self, span: ReadableSpan) -> ReadableSpan:
-        """``span`` itself when it holds no secret, else a scrubbed copy."""
-        attributes = self.scrub_attributes(span.attributes)
+        """``span`` itself when it holds no secret and nothing too long, else a scrubbed copy.
+
+        Every string is scrubbed and cut: the name, attributes, event names and attributes
+        (exception messages and stack traces), link attributes and the status description.
+        """
+        self._watch()
+        name = self._cut(span.name)
+        attributes = self._attributes(span.attributes)
         events: list[Event] | None = None
         for index, event in enumerate(span.events):
-            event_attributes = self.scrub_attributes(event.attributes)
-            if event_attributes is not None:
+            event_name = self._cut(event.name)
+            event_attributes = self._attributes(event.attributes)
+            if event_attributes is not None or event_name is not event.name:
                 if events is None:
                     events = list(span.events)
-                events[index] = Event(event.name, event_attributes, event.timestamp)
+                kept = event.attributes if event_attributes is None else event_attributes
+                events[index] = Event(event_name, kept, event.timestamp)
+        links: list[Link] | None = None
+        for index, link in enumerate(span.links):
+            link_attributes = self._attributes(link.attributes)
+            if link_attributes is not None:
+                if links is None:
+                    links = list(span.links)
+                links[index] = Link(link.context, link_attributes)
         status = span.status
         if status.description:
-            description = self.scrub(status.description)
+            description = self._cut(status.description)
             if description is not status.description:
                 status = Status(status.status_code, description)
-        if attributes is None and events is None and status is span.status:
+        if name is span.name and attributes is None and events is None and links is None and status is span.status:
             return span
         return ReadableSpan(
-            name=span.name,
+            name=name,
             context=span.context,
             parent=span.parent,
             resource=span.resource,
             attributes=span.attributes if attributes is None else attributes,
             events=span.events if events is None else events,
-            links=span.links,
+            links=span.links if links is None else links,
             kind=span.kind,
             status=status,
             start_time=span.start_time,
@@ -325,23 +517,28 @@ class SecretScrubber:
 
     def scrub_transaction(self, event: dict[str, Any]) -> dict[str, Any]:
         """A Sentry transaction: its ``spans`` came from scrubbed OTel spans, the rest (request data) not."""
+        self._watch()
         for key, value in event.items():
             if key != "spans":
-                event[key] = self.scrub_data(value, key)
+                event[key] = self._data(value, key)
         return event
 
     def scrub_data(self, data: Any, key: str = "") -> Any:
         """A JSON-like structure (a Sentry event or breadcrumb) with every string scrubbed, in place."""
+        self._watch()
+        return self._data(data, key)
+
+    def _data(self, data: Any, key: str = "") -> Any:
         if isinstance(data, str):
-            return self.scrub_value(key, data)
+            return self._value(key, data)
         if isinstance(data, dict):
             for k, v in data.items():
-                data[k] = self.scrub_data(v, k if isinstance(k, str) else "")
+                data[k] = self._data(v, k if isinstance(k, str) else "")
             return data
         if isinstance(data, list):
             for i, v in enumerate(data):
-                data[i] = self.scrub_data(v, key)
+                data[i] = self._data(v, key)
             return data
         if isinstance(data, tuple):
-            return tuple(self.scrub_data(v, key) for v in data)
+            return tuple(self._data(v, key) for v in data)
         return data

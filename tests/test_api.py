@@ -4,17 +4,23 @@ import inspect
 import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_MESSAGE, EXCEPTION_STACKTRACE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import otel_hakgal as hg
 from otel_hakgal import api, runtime
-from otel_hakgal.config import load_config
+from otel_hakgal.config import RedactionSettings, load_config
 from otel_hakgal.conventions import Attr, ErrorType, Metric, ProverResult, SpanName
 from otel_hakgal.instruments import Instruments
+from otel_hakgal.redaction import redact_text
 from otel_hakgal.testing import TelemetryRecorder
+from otel_hakgal.user_text import OMITTED, TextMask
 
 
 class ProviderDown(RuntimeError):
@@ -366,3 +372,195 @@ def test_an_operation_never_raises_before_it_starts() -> None:
     call = hg.llm_call("deepseek", "deepseek-chat")
     call.record_usage(10, 2, response_model="deepseek-chat")
     hg.cache_lookup("proof").hit()
+
+
+# --- text_mode covers every value derived from user text (issue 14, item 6) ---
+
+CUT = 20  # redaction.max_text_length in the "truncate" runs: every text below is longer
+TEXT_MODES = ("truncate", "hash", "omit")
+
+
+@pytest.fixture(params=TEXT_MODES)
+def text_mode(request: pytest.FixtureRequest) -> Iterator[tuple[str, TelemetryRecorder]]:
+    """One recorder per ``redaction.text_mode``, with a 20-character cut for ``truncate``."""
+    mode: str = request.param
+    recorder = TelemetryRecorder(settings={"redaction.text_mode": mode, "redaction.max_text_length": CUT})
+    try:
+        yield mode, recorder
+    finally:
+        recorder.close()
+
+
+def recorded(mode: str, text: str) -> str | None:
+    """The attribute value ``text`` gets in ``mode`` (``None``: not set)."""
+    return redact_text(text, RedactionSettings(text_mode=mode, max_text_length=CUT))
+
+
+def in_errors(mode: str, text: str) -> str:
+    """What replaces ``text`` in exception messages, stack traces and status descriptions."""
+    return recorded(mode, text) or OMITTED
+
+
+def error_texts(span: ReadableSpan) -> list[str]:
+    """Everything about a span's failure that leaves: exception messages, stack traces, status."""
+    texts = [str(span.status.description or "")]
+    for event in span.events:
+        attributes = event.attributes or {}
+        texts += [str(attributes.get(EXCEPTION_MESSAGE, "")), str(attributes.get(EXCEPTION_STACKTRACE, ""))]
+    return texts
+
+
+def test_formula_follows_text_mode_however_it_is_set(text_mode: tuple[str, TelemetryRecorder]) -> None:
+    mode, recorder = text_mode
+    question = "Is Paris the capital of France, and since when exactly?"
+    formula = "CapitalOf(Paris, France) & Since(Paris, Year_" + "9" * 30 + ")."
+    with hg.query(question) as query:
+        query.set_formula(formula)  # what the LLM made of the question
+    with hg.step(SpanName.PARSE) as parse:  # the add_raw/parse argument, as the demo's firewall records it
+        parse.set_attribute(Attr.QUERY_FORMULA, formula)
+    with hg.step(SpanName.PARSE, attributes={Attr.QUERY_FORMULA: formula, Attr.KB_OPERATION: "add"}):
+        pass
+    spans = [recorder.span(SpanName.QUERY), *recorder.spans_named(SpanName.PARSE)]
+    assert len(spans) == 3
+    for span in spans:
+        assert (span.attributes or {}).get(Attr.QUERY_FORMULA) == recorded(mode, formula)
+    assert (spans[0].attributes or {}).get(Attr.QUERY_TEXT) == recorded(mode, question)
+    assert (spans[2].attributes or {})[Attr.KB_OPERATION] == "add"  # other attributes stay
+    if mode == "truncate":
+        assert (spans[0].attributes or {})[Attr.QUERY_FORMULA] == formula[:CUT]
+    if mode == "hash":
+        assert str((spans[0].attributes or {})[Attr.QUERY_FORMULA]).startswith("sha256:")
+
+
+def test_formula_is_scrubbed_before_it_is_cut() -> None:
+    recorder = TelemetryRecorder(settings={"redaction.max_text_length": CUT})
+    try:
+        key = "sk-" + "a1B2c3D4e5F6g7H8i9J0k1L2"
+        with hg.query("q") as query:
+            query.set_formula(f"Key({key}), Owner(alice).")
+        formula = recorder.span(SpanName.QUERY).attributes[Attr.QUERY_FORMULA]
+        assert formula == "Key([REDACTED]), Own"
+        assert "sk-" not in formula
+    finally:
+        recorder.close()
+
+
+def test_answer_is_a_verdict_and_kept_as_is(text_mode: tuple[str, TelemetryRecorder]) -> None:
+    _, recorder = text_mode
+    with hg.query("Is the answer forty-two or not quite?") as query:
+        query.set_answer("no_or_unknown")
+    assert recorder.span(SpanName.QUERY).attributes[Attr.QUERY_ANSWER] == "no_or_unknown"
+
+
+def build_kb(name: str) -> None:
+    """The demo's ``build_kb <name>``: a command whose step raises with the name in the message."""
+    with hg.command("build_kb", text=name), hg.step(SpanName.KB_UPDATE):
+        raise FileNotFoundError(f"no such data file: {name!r}")
+
+
+def test_exception_does_not_carry_user_text_past_text_mode(text_mode: tuple[str, TelemetryRecorder]) -> None:
+    mode, recorder = text_mode
+    name = "quarterly-board-minutes-" + "confidential-" * 5 + ".txt"
+    with pytest.raises(FileNotFoundError) as caught:
+        build_kb(name)
+    assert name in str(caught.value)  # the application's exception is untouched
+    command, step = recorder.span("hakgal.command build_kb"), recorder.span(SpanName.KB_UPDATE)
+    shown = in_errors(mode, name)
+    for span in (step, command):  # the step has no text of its own: the command's is masked there too
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.status.description == f"FileNotFoundError: no such data file: {shown!r}"
+        [event] = span.events
+        assert event.attributes[EXCEPTION_MESSAGE] == f"no such data file: {shown!r}"
+        stacktrace = str(event.attributes[EXCEPTION_STACKTRACE])
+        assert stacktrace.rstrip().endswith(f"FileNotFoundError: no such data file: {shown!r}")
+        assert "raise FileNotFoundError" in stacktrace  # still a stack trace
+        assert event.attributes["exception.type"] == "FileNotFoundError"
+        for text in error_texts(span):
+            assert name not in text
+            assert "confidential-confidential" not in text
+    assert (command.attributes or {}).get(Attr.COMMAND_TEXT) == recorded(mode, name)
+
+
+def test_quoted_text_with_control_characters_is_masked_too(text_mode: tuple[str, TelemetryRecorder]) -> None:
+    mode, recorder = text_mode
+    name = "../../etc/passwd" + "\x00" * 30 + "\n\tend"  # repr() shows these escaped: \x00, \n
+    with pytest.raises(FileNotFoundError):
+        build_kb(name)
+    escaped = repr(name)[1:-1]
+    assert escaped != name
+    for span in (recorder.span("hakgal.command build_kb"), recorder.span(SpanName.KB_UPDATE)):
+        for text in error_texts(span):
+            assert escaped not in text and name not in text
+            assert "\\x00" * 5 not in text  # the 20-character cut keeps 4
+        assert span.status.description == f"FileNotFoundError: no such data file: {in_errors(mode, name)!r}"
+
+
+def test_failure_messages_and_later_reports_are_masked(text_mode: tuple[str, TelemetryRecorder]) -> None:
+    mode, recorder = text_mode
+    fact = "Loves(" + "Romeo, " * 8 + "Juliet"  # unbalanced: the parser quotes it back
+    with hg.command("add_raw", text=fact), hg.step(SpanName.PARSE) as parse:
+        parse.fail(ErrorType.INVALID_FORMULA, f"unbalanced parentheses in {fact}")
+    shown = in_errors(mode, fact)
+    assert recorder.span(SpanName.PARSE).status.description == f"unbalanced parentheses in {shown}"
+
+    # Reported after the command ended, on the server span (the demo's capture_exception): still masked.
+    name = "Geheimprojekt-Nordwind-" + "x" * 40
+    with trace.get_tracer("tests").start_as_current_span("POST /api/command"):
+        try:
+            build_kb(name)
+        except FileNotFoundError as error:
+            hg.capture_exception(error, attempt=1)
+    [event] = recorder.span("POST /api/command").events
+    assert event.attributes[EXCEPTION_MESSAGE] == f"no such data file: {in_errors(mode, name)!r}"
+    assert name not in str(event.attributes[EXCEPTION_STACKTRACE])
+    assert event.attributes["attempt"] == 1
+
+    # And inside an operation of its own, with that operation's text too.
+    with hg.query("Nordwind und Sonne, wer ist stärker?") as query:
+        try:
+            build_kb(name)
+        except FileNotFoundError as error:
+            hg.capture_exception(error)
+    [event] = [e for e in recorder.span(SpanName.QUERY).events if e.name == "exception"]
+    assert name not in str(event.attributes[EXCEPTION_MESSAGE])
+    assert query.span.status.status_code is StatusCode.UNSET
+
+
+def test_short_text_in_truncate_mode_leaves_errors_as_the_sdk_records_them(
+    hakgal_telemetry: TelemetryRecorder,
+) -> None:
+    with pytest.raises(FileNotFoundError):
+        build_kb("corpus.txt")
+    span = hakgal_telemetry.span("hakgal.command build_kb")
+    assert span.status.description == "FileNotFoundError: no such data file: 'corpus.txt'"
+    assert span.events[0].attributes[EXCEPTION_MESSAGE] == "no such data file: 'corpus.txt'"
+    assert span.attributes[Attr.COMMAND_TEXT] == "corpus.txt"
+
+
+def test_text_mask_matches_whole_texts_once() -> None:
+    assert TextMask({"ab": OMITTED})("ab cd ab") == "ab cd ab"  # too short to mask without wrecking the text
+    assert TextMask({"plan": OMITTED})("plan; planet plan_b (plan)") == "[TEXT]; planet plan_b ([TEXT])"
+    assert TextMask({"secret plan": OMITTED, "TEXT": "y"})("the secret plan") == "the [TEXT]"  # never re-searched
+    assert TextMask({"report": "A", "quarterly-report": "B"})("quarterly-report, report") == "B, A"
+    assert TextMask({"a\x00bcdefgh": OMITTED})(repr("a\x00bcdefgh")) == "'[TEXT]'"
+    assert not TextMask({"same": "same", "xy": OMITTED})
+    unchanged = "nothing to see here"
+    assert TextMask({"secret plan": OMITTED})(unchanged) is unchanged
+
+
+def test_an_error_that_wraps_a_masked_one_is_masked_when_reported(text_mode: tuple[str, TelemetryRecorder]) -> None:
+    mode, recorder = text_mode
+    name = "Geheimprojekt-Nordwind-" + "y" * 40
+    with trace.get_tracer("tests").start_as_current_span("POST /api/command"):
+        try:
+            try:
+                build_kb(name)
+            except FileNotFoundError as error:
+                raise RuntimeError("import failed") from error
+        except RuntimeError as wrapper:
+            hg.capture_exception(wrapper)
+    [event] = recorder.span("POST /api/command").events
+    stacktrace = str(event.attributes[EXCEPTION_STACKTRACE])
+    assert "RuntimeError: import failed" in stacktrace
+    assert name not in stacktrace
+    assert f"no such data file: {in_errors(mode, name)!r}" in stacktrace

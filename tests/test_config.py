@@ -1,10 +1,13 @@
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from otel_hakgal.config import ConfigError, load_config
+import otel_hakgal as hg
+from otel_hakgal.config import BOOL_EXPECTED, ConfigError, load_config, mask_secret
+from otel_hakgal.testing import OtlpReceiver
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,7 +152,7 @@ def test_check_config_prints_resolved_config_with_secrets_masked(tmp_path: Path)
     path = _write(tmp_path, 'backends = ["otlp"]\n[otlp]\nendpoint = "http://127.0.0.1:4318"\n')
     result = _check_config(str(path), env={"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer s3cr3t-token"})
     assert result.returncode == 0, result.stderr
-    assert '"authorization": "***"' in result.stdout
+    assert '"authorization": "[REDACTED]"' in result.stdout
     assert "s3cr3t-token" not in result.stdout
     assert '"endpoint": "http://127.0.0.1:4318"' in result.stdout
 
@@ -267,3 +270,211 @@ def test_unparsable_variables_of_core_and_backend_sections_are_reported(environ:
     variable = next(name for name in environ if name != "OTEL_HAKGAL_BACKENDS")
     [problem] = _problems(environ=environ)
     assert problem.startswith(f"environment variable {variable} (key '") and "is not valid" in problem
+
+
+# --- secrets in problem lines (issue 14, item 9) ---------------------------------------------
+
+
+def _planted() -> tuple[str, str, str]:
+    """A realistic DSN public key (32 hex), DSN secret key and bearer token, unique to the test."""
+    return secrets.token_hex(16), secrets.token_hex(16), "tok_" + secrets.token_urlsafe(24)
+
+
+def _malformed_secrets(key: str, secret: str, token: str) -> dict[str, tuple[dict[str, str], str, str]]:
+    """Case -> (environment, the key named in the line, what the line must still show)."""
+    host = "o1.ingest.sentry.io"
+    return {
+        "dsn with a secret key and no project id": (
+            {"OTEL_HAKGAL_BACKENDS": "sentry", "SENTRY_DSN": f"https://{key}:{secret}@{host}/notanumber"},
+            "sentry.dsn",
+            f"'https://[REDACTED]@{host}/notanumber'",
+        ),
+        "dsn with a typo in the scheme": (
+            {"OTEL_HAKGAL_BACKENDS": "sentry", "SENTRY_DSN": f"https:/{key}@{host}/42"},
+            "sentry.dsn",
+            f"'https:/[REDACTED]@{host}/42'",
+        ),
+        "dsn with '.' for '@'": (
+            {"OTEL_HAKGAL_BACKENDS": "sentry-otlp", "SENTRY_DSN": f"https://{key}.{host}/42"},
+            "sentry-otlp.dsn",
+            f"'https://[REDACTED].{host}/42'",
+        ),
+        "headers with ':' for '='": (
+            {"OTEL_HAKGAL_BACKENDS": "otlp", "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization: Bearer {token}"},
+            "otlp.headers",
+            "'Authorization: [REDACTED]' is not valid; expected comma-separated key=value pairs",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_malformed_secrets("k", "s", "t")))
+def test_problem_lines_mask_secrets_but_say_what_is_wrong(case: str) -> None:
+    key, secret, token = _planted()
+    environ, setting, shown = _malformed_secrets(key, secret, token)[case]
+    [problem] = _problems(environ=environ)
+    assert not {key, secret, token} & set(problem.replace("'", " ").replace("@", " ").split()), problem
+    assert all(planted not in problem for planted in (key, secret, token)), problem
+    assert f"key '{setting}'" in problem and shown in problem, problem
+    assert problem.startswith("environment variable "), problem
+
+
+def test_a_secret_from_the_file_or_arguments_is_masked_too(tmp_path: Path) -> None:
+    key, secret, token = _planted()
+    dsn = f"https://{key}:{secret}@o1.ingest.sentry.io/x"
+    [problem] = _problems(_write(tmp_path, f'backends = ["sentry"]\n[sentry]\ndsn = "{dsn}"\n'))
+    assert key not in problem and secret not in problem and "'https://[REDACTED]@o1.ingest.sentry.io/x'" in problem
+    [problem] = _problems(**{"backends": ["otlp"], "otlp.headers": f"x-api-key={token},authorization {token}"})
+    assert token not in problem and "'x-api-key=[REDACTED],[REDACTED]' is not valid" in problem, problem
+    [problem] = _problems(**{"backends": ["otlp"], "otlp.headers": [f"authorization={token}"]})
+    assert token not in problem and "a value of type list is not valid; expected a table of string values" in problem, (
+        problem
+    )
+    [problem] = _problems(**{"backends": ["sentry"], "sentry.dsn": 12345})
+    assert "key 'sentry.dsn': a value of type int is not valid; expected a string" in problem, problem
+
+
+def test_credentials_in_a_url_that_is_no_secret_setting_are_masked() -> None:
+    _, secret, _ = _planted()
+    environ = {"OTEL_HAKGAL_BACKENDS": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"https://user:{secret}@collector:x"}
+    [problem] = _problems(environ=environ)
+    assert secret not in problem and "'https://[REDACTED]@collector:x'" in problem, problem
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("", ""),
+        ("https://o1.ingest.sentry.io/42", "https://o1.ingest.sentry.io/42"),  # nothing secret: all of it
+        ("KEY:SECRET-and-more", "[REDACTED]"),  # no URL shape: the whole value may be the secret
+        ("https://host/api?sentry_key=abc&x=1#frag", "https://host/api?sentry_key=[REDACTED]&x=[REDACTED]#[REDACTED]"),
+        ("https://h/" + "a" * 32, "https://h/[REDACTED]"),  # a key pasted into the path
+        ("https//k@h/1", "https//[REDACTED]@h/1"),
+    ],
+)
+def test_mask_secret_keeps_the_shape(value: str, shown: str) -> None:
+    assert mask_secret(value) == shown
+
+
+def test_check_config_never_prints_a_planted_secret() -> None:
+    key, secret, token = _planted()
+    for case, (environ, setting, shown) in _malformed_secrets(key, secret, token).items():
+        result = _check_config(env=environ)
+        output = result.stdout + result.stderr
+        assert result.returncode == 2, (case, output)
+        assert all(planted not in output for planted in (key, secret, token)), (case, output)
+        assert f"key '{setting}'" in result.stderr and shown in result.stderr, (case, output)
+
+
+# --- booleans (issue 14, item 13) -------------------------------------------------------------
+
+BOOLEAN_VARIABLES = {
+    "OTEL_HAKGAL_STRICT": lambda config: config.strict,
+    "OTEL_SDK_DISABLED": lambda config: config.disabled,
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": lambda config: config.genai.capture_message_content,
+}
+
+
+@pytest.mark.parametrize("variable", sorted(BOOLEAN_VARIABLES))
+def test_boolean_variables_accept_the_usual_words_in_any_case(variable: str) -> None:
+    read = BOOLEAN_VARIABLES[variable]
+    for words, expected in (("true 1 yes on True YES On", True), ("false 0 no off FALSE No OFF", False)):
+        for word in words.split():
+            assert read(load_config(environ={variable: f" {word} "})) is expected, word
+
+
+@pytest.mark.parametrize("variable", sorted(BOOLEAN_VARIABLES))
+def test_other_words_are_refused_with_the_accepted_ones_listed(variable: str) -> None:
+    [problem] = _problems(environ={variable: "maybe"})
+    assert problem.startswith(f"environment variable {variable}") and "'maybe' is not valid" in problem
+    assert BOOL_EXPECTED in problem and "'yes', 'no', 'on', 'off'" in problem, problem
+
+
+def test_strict_maybe_is_a_clear_line_in_check_config_and_the_demo_command() -> None:
+    result = _check_config(env={"OTEL_HAKGAL_STRICT": "maybe"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "OTEL_HAKGAL_STRICT" in result.stderr and BOOL_EXPECTED in result.stderr
+    demo = subprocess.run(
+        [sys.executable, "-m", "otel_hakgal.cli", "demo"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "OTEL_HAKGAL_STRICT": "maybe"},
+        timeout=120,
+    )
+    assert demo.returncode == 2 and "Traceback" not in demo.stderr, demo.stderr
+    assert (
+        demo.stderr.startswith("otel-hakgal demo: invalid otel_hakgal configuration") and BOOL_EXPECTED in demo.stderr
+    )
+
+
+# --- backends that are not selected (issue 14, item 13) ------------------------------------
+
+
+def _bad_dsn() -> str:
+    return f"https://{secrets.token_hex(16)}@o1.ingest.sentry.io/notanumber"
+
+
+def test_variables_of_a_backend_not_selected_are_notes_not_errors() -> None:
+    file = ROOT / "configs" / "sentry+otlp.toml"  # names [sentry]: its variables are read
+    dsn = _bad_dsn()
+    config = load_config(file, overrides={"backends": ["otlp"]}, environ={"SENTRY_DSN": dsn})
+    assert config.backends == ("otlp",)
+    [note] = config.notes
+    assert "SENTRY_DSN" in note and "key 'sentry.dsn'" in note and "not used" in note and dsn not in note
+    assert config.settings_for("sentry").dsn == ""  # the bad value is not taken
+    # Selected, the same value stops the configuration.
+    [problem] = _problems(file, environ={"SENTRY_DSN": dsn})
+    assert "key 'sentry.dsn'" in problem
+    # What the file itself says about an unselected backend is still checked.
+    with pytest.raises(ConfigError, match=r"sentry\.attach_stacktrace"):
+        load_config(overrides={"backends": ["otlp"], "sentry.attach_stacktrace": "maybe"}, environ={})
+
+
+def test_check_config_prints_the_note_and_passes() -> None:
+    env = {
+        "OTEL_HAKGAL_CONFIG": str(ROOT / "configs" / "sentry+otlp.toml"),
+        "OTEL_HAKGAL_BACKENDS": "otlp",
+        "SENTRY_DSN": _bad_dsn(),
+    }
+    result = _check_config(env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("otel-hakgal: note: environment variable SENTRY_DSN: key 'sentry.dsn'")
+    assert env["SENTRY_DSN"] not in result.stderr + result.stdout
+    assert '"backends": [\n    "otlp"\n  ]' in result.stdout
+
+
+def test_a_bad_sentry_dsn_does_not_stop_the_otlp_backend(
+    otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENTRY_DSN", _bad_dsn())
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.endpoint)
+    handle = hg.setup(ROOT / "configs" / "sentry+otlp.toml", backends=["otlp"])
+    try:
+        with hg.command("status"):
+            pass
+        assert handle.force_flush(5)
+    finally:
+        handle.shutdown()
+    assert [span.name for span in otlp_receiver.wait_for_spans(1)] == ["hakgal.command status"]
+
+
+# --- check-config looks at what only I/O finds (issue 14, item 13) -------------------------
+
+
+def test_check_config_reports_a_jsonl_path_that_cannot_be_written(tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a regular file, not a directory\n")
+    cases = {
+        str(blocker / "out.jsonl"): f"{str(blocker)!r} is not a directory",
+        str(tmp_path): "it is a directory",
+    }
+    for path, reason in cases.items():
+        result = _check_config(env={"OTEL_HAKGAL_BACKENDS": "jsonl,console", "OTEL_HAKGAL_JSONL_PATH": path})
+        assert result.returncode == 2, result.stdout
+        assert f"environment variable OTEL_HAKGAL_JSONL_PATH: key 'jsonl.path': {path!r} cannot be written" in (
+            result.stderr
+        )
+        assert reason in result.stderr, result.stderr
+    creatable = tmp_path / "new" / "dir" / "out.jsonl"
+    result = _check_config(env={"OTEL_HAKGAL_BACKENDS": "jsonl", "OTEL_HAKGAL_JSONL_PATH": str(creatable)})
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "new").exists()  # check-config creates nothing

@@ -264,3 +264,23 @@ def test_a_valid_file_from_the_writer_loads(tmp_path: Path) -> None:
     path.write_text(to_toml(data), encoding="utf-8")
     config = load_config(path, environ={})
     assert config.backends == ("otlp",) and config.sampling.ratio == 0.5 and config.service.name == 'a"b\x7f\n'
+
+
+# --- no problem line quotes a secret (issue 14, item 9) ---------------------------------------
+
+PLANTED = "c6ad55cf0bef16cd19cc216608aac43c"  # a realistic DSN key: 32 hex
+url_text = st.text(alphabet="htps:/@.?&=#,;-_ Bearer0123456789xyz%[]", max_size=20)
+around_a_secret = st.builds(lambda before, after: before + PLANTED + after, url_text, url_text)
+
+
+@FAST
+@given(value=around_a_secret, variable=st.sampled_from(["SENTRY_DSN", "OTEL_EXPORTER_OTLP_HEADERS"]))
+def test_no_problem_line_quotes_a_secret_setting(value: str, variable: str) -> None:
+    backend = "otlp" if variable.startswith("OTEL_") else "sentry"
+    for outcome in (
+        load_or_error(environ={variable: value, "OTEL_HAKGAL_BACKENDS": backend}),
+        load_or_error(overrides={"backends": [backend], f"{backend}.{variable.rsplit('_', 1)[-1].lower()}": value}),
+    ):
+        assert_clear(outcome)
+        if isinstance(outcome, ConfigError):
+            assert PLANTED not in str(outcome), outcome

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import re
+import secrets
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from otel_hakgal.launcher import _is_reloader_watcher
+from otel_hakgal.launcher import LOADER_LOGGER, SkippedConfiguratorFilter, _is_reloader_watcher
 from otel_hakgal.testing import OtlpReceiver, ReceivedSpan, jsonl_spans
 from tests.support.processes import ROOT, VENV_BIN, ServerProcess, clean_env, free_port
 
@@ -184,6 +187,9 @@ def test_reloader_watcher_is_detected() -> None:
     assert not _is_reloader_watcher([flask, "run", "--debug", "--no-reload"], {})
     assert not _is_reloader_watcher([flask, "run"], {})
     assert not _is_reloader_watcher(["/venv/bin/gunicorn", "app:app"], {"FLASK_DEBUG": "1"})
+    # Flask's own reading of its variable, never an error of ours (it was a traceback that left the app bare).
+    assert _is_reloader_watcher([flask, "run"], {"FLASK_DEBUG": "maybe"})
+    assert not _is_reloader_watcher([flask, "run"], {"FLASK_DEBUG": "No"})
 
 
 def test_layer_settings_work_as_launcher_flags(tmp_path: Path) -> None:
@@ -299,3 +305,134 @@ def test_a_backend_that_cannot_start_is_one_error_line_and_the_app_runs(
     assert "'exploding' failed to start" in error and "cannot open the loft" in error
     time.sleep(0.5)
     assert otlp_receiver.spans() == []  # the otlp backend that started was stopped again
+
+
+# --- issue 14: secrets in error lines, booleans, unselected backends, jsonl, the loader's stray line ---
+
+PROGRAM = "import otel_hakgal.pipeline as p; h = p.active_handle(); print('app ran', sorted(h.backends) if h else None)"
+
+
+def _launch(env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """The real launcher around a one-line program that says which backends the layer started."""
+    return subprocess.run(
+        [INSTRUMENT, sys.executable, "-c", PROGRAM],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def test_error_lines_never_show_a_planted_secret() -> None:
+    key, secret, token = secrets.token_hex(16), secrets.token_hex(16), "tok_" + secrets.token_urlsafe(24)
+    cases = {
+        "sentry.dsn": (
+            {"OTEL_HAKGAL_BACKENDS": "sentry", "SENTRY_DSN": f"https://{key}:{secret}@o1.ingest.sentry.io/notanumber"},
+            "'https://[REDACTED]@o1.ingest.sentry.io/notanumber' is not allowed; expected a Sentry DSN",
+        ),
+        "sentry-otlp.dsn": (
+            {"OTEL_HAKGAL_BACKENDS": "sentry-otlp", "SENTRY_DSN": f"https:/{key}@o1.ingest.sentry.io/42"},
+            "'https:/[REDACTED]@o1.ingest.sentry.io/42' is not allowed",
+        ),
+        "otlp.headers": (
+            {"OTEL_HAKGAL_BACKENDS": "otlp", "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization: Bearer {token}"},
+            "'Authorization: [REDACTED]' is not valid; expected comma-separated key=value pairs",
+        ),
+    }
+    for setting, (extra, says) in cases.items():
+        for strict in ("0", "1"):
+            result = _launch(clean_env(OTEL_HAKGAL_STRICT=strict, **extra))
+            output = result.stdout + result.stderr
+            assert all(planted not in output for planted in (key, secret, token)), (setting, output)
+            [line] = [line for line in output.splitlines() if line.startswith("otel_hakgal ERROR: ")]
+            assert f"key '{setting}'" in line and says in line, line
+            assert "Traceback" not in output, output
+            if strict == "1":
+                assert result.returncode == 2, output
+            else:
+                assert result.returncode == 0 and "app ran []" in result.stdout, output  # telemetry off
+
+
+def test_strict_maybe_is_one_error_line_that_lists_the_accepted_words() -> None:
+    result = _launch(clean_env(OTEL_HAKGAL_STRICT="maybe", OTEL_HAKGAL_BACKENDS="none"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "app ran []" in result.stdout and "Traceback" not in output, output
+    [line] = [line for line in output.splitlines() if "otel_hakgal ERROR" in line]
+    assert "OTEL_HAKGAL_STRICT" in line and "'maybe' is not valid" in line and "'yes', 'no', 'on', 'off'" in line
+
+
+def _extra_configurator(directory: Path) -> Path:
+    """A third configurator entry point, found before ours (``PYTHONPATH`` comes first on ``sys.path``)."""
+    (directory / "extra_configurator.py").write_text(
+        "class ExtraConfigurator:\n"
+        "    def configure(self, **kwargs):\n"
+        "        raise RuntimeError('the extra configurator must not run')\n"
+    )
+    dist = directory / "extra_configurator-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: extra-configurator\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[opentelemetry_configurator]\nextra = extra_configurator:ExtraConfigurator\n"
+    )
+    return directory
+
+
+def test_no_stray_configurator_line_when_other_configurators_are_installed(tmp_path: Path) -> None:
+    # opentelemetry-distro's configurator is installed (see the first test); one more comes before ours.
+    extra = _extra_configurator(tmp_path)
+    for env in (clean_env(OTEL_HAKGAL_BACKENDS="none"), clean_env(OTEL_HAKGAL_BACKENDS="none", PYTHONPATH=str(extra))):
+        result = _launch(env)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0 and "app ran ['none']" in result.stdout, output  # our configurator ran
+        assert "not loaded" not in output and "Configuration of" not in output, output
+        assert result.stderr == "", output
+
+
+def test_the_filter_lets_every_other_loader_line_through() -> None:
+    quiet = SkippedConfiguratorFilter()
+
+    def record(msg: str, *args: object) -> logging.LogRecord:
+        return logging.LogRecord(LOADER_LOGGER, logging.WARNING, __file__, 1, msg, args, None)
+
+    assert not quiet.filter(record("Configuration of %s not loaded, %s already loaded", "configurator", "hakgal"))
+    assert not quiet.filter(
+        record("Configuration of %s not loaded because %s is set by %s", "x", "hakgal", "OTEL_PYTHON_CONFIGURATOR")
+    )
+    # Another configurator chosen, or any other message: shown.
+    assert quiet.filter(record("Configuration of %s not loaded, %s already loaded", "hakgal", "configurator"))
+    assert quiet.filter(record("Configuration of %s failed", "hakgal"))
+
+
+def test_a_bad_sentry_dsn_without_a_sentry_backend_leaves_otlp_working(otlp_receiver: OtlpReceiver) -> None:
+    dsn = f"https://{secrets.token_hex(16)}@o1.ingest.sentry.io/notanumber"
+    config = str(ROOT / "configs" / "sentry+otlp.toml")  # has a [sentry] section: its variables are read
+    env = _otlp_env(otlp_receiver, OTEL_HAKGAL_CONFIG=config, SENTRY_DSN=dsn)  # OTEL_HAKGAL_BACKENDS=otlp
+    port = free_port()
+    server = ServerProcess(_forms(port)["python -m"], env, port)
+    try:
+        server.wait_ready()
+        assert server.post_command("status")[0] == 200
+    finally:
+        output = server.stop()
+    _assert_server_span_parents_command(otlp_receiver.wait_for_spans(2), "status")
+    assert "otel_hakgal ERROR" not in output and dsn not in output, output
+
+
+def test_an_unwritable_jsonl_path_warns_at_start_and_otlp_keeps_working(
+    tmp_path: Path, otlp_receiver: OtlpReceiver
+) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory\n")
+    path = blocker / "out.jsonl"  # cannot be created, even by root
+    env = _otlp_env(otlp_receiver, OTEL_HAKGAL_BACKENDS="jsonl,otlp", OTEL_HAKGAL_JSONL_PATH=str(path))
+    port = free_port()
+    server = ServerProcess(_forms(port)["python -m"], env, port)
+    try:
+        server.wait_ready()
+        server.wait_for_output(f"jsonl backend cannot write {path}")
+        assert server.post_command("status")[0] == 200
+    finally:
+        output = server.stop()
+    _assert_server_span_parents_command(otlp_receiver.wait_for_spans(2), "status")
+    assert "otel_hakgal ERROR" not in output and "Traceback" not in output, output

@@ -1,14 +1,25 @@
 """How exporting backends batch: spans through one configured batch processor that counts its drops,
-metrics through one periodic reader at ``export.metric_interval``."""
+metrics through one periodic reader at ``export.metric_interval``; and how what any
+backend's queues drop is counted (``otel_hakgal.export.dropped``) and reported (one warning per interval)."""
 
 from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Final
 
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from otel_hakgal.backends.base import QueueStats
+from otel_hakgal import log_limits
+from otel_hakgal.backends.base import Backend, QueueStats
 from otel_hakgal.config import Config
+from otel_hakgal.conventions import Metric
 
 
 class CountingBatchSpanProcessor(BatchSpanProcessor):
@@ -34,6 +45,7 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         if len(self._queue) >= self._capacity and span.context is not None and span.context.trace_flags.sampled:
             self.dropped += 1
+            DROPS.noticed()
         super().on_end(span)
 
     def queue_stats(self) -> QueueStats:
@@ -43,3 +55,143 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
 def periodic_reader(exporter: MetricExporter, config: Config) -> PeriodicExportingMetricReader:
     """The metric reader of an exporting backend: ``exporter`` every ``export.metric_interval`` seconds."""
     return PeriodicExportingMetricReader(exporter, export_interval_millis=config.export.metric_interval * 1000)
+
+
+# --- drops: counted in otel_hakgal.export.dropped, reported in one warning per interval ---
+
+QUEUE_FULL: Final = "queue_full"  # spans or Sentry transactions waiting for export
+TRANSPORT_QUEUE_FULL: Final = "transport_queue_full"  # Sentry envelopes waiting in sentry-sdk's transport
+SPAN_LIMIT: Final = "span_limit"  # spans a Sentry transaction could not take: past its bounds, or late
+# Queues (by the name ``stats()`` gives them) whose drops have another reason than a full export queue.
+_QUEUE_REASONS: Final[Mapping[str, str]] = {
+    "sentry transport": TRANSPORT_QUEUE_FULL,
+    "sentry open transactions": SPAN_LIMIT,
+    "sentry open spans": SPAN_LIMIT,
+}
+SETTLE_S: Final = 1.0  # a report waits this long after the first drop, so a burst is reported whole
+
+drop_logger = logging.getLogger("otel_hakgal.export")
+
+
+def drop_reason(queue: str) -> str:
+    """The reason (``error.type`` of ``otel_hakgal.export.dropped``) items dropped by ``queue`` count under."""
+    return _QUEUE_REASONS.get(queue, QUEUE_FULL)
+
+
+class DropTally:
+    """What the backends dropped (mostly beyond a queue's capacity), for the process's lifetime.
+
+    The backends' ``stats()`` are the source: each queue counts its own drops.
+    :meth:`totals` adds what each backend dropped since it was last read, so the
+    sums only grow, across reconfigurations too (the ``otel_hakgal.export.dropped``
+    counter reads them). A queue calls :meth:`noticed` when it drops: the drops
+    are then reported in one warning, :data:`SETTLE_S` later and at most once per
+    :data:`~otel_hakgal.log_limits.INTERVAL_S`, with the counts since the last one.
+    """
+
+    def __init__(self, interval_s: float = log_limits.INTERVAL_S, settle_s: float = SETTLE_S) -> None:
+        self.interval_s = interval_s
+        self.settle_s = settle_s
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: weakref.WeakKeyDictionary[Backend, dict[str, int]] = weakref.WeakKeyDictionary()
+        self._totals: dict[tuple[str, str], int] = {}
+        self._unreported: dict[tuple[str, str], int] = {}
+        self._timer: threading.Timer | None = None
+        self._next_report = 0.0
+
+    def totals(self, backends: Iterable[Backend] | None = None) -> dict[tuple[str, str], int]:
+        """Items dropped since the process started, by (backend name, reason); reads ``backends``
+        (default: the running ones) first."""
+        with self._lock:
+            if self._observe(_running_backends() if backends is None else backends):
+                self._schedule()  # drops no queue noticed (a plugin's): reported too
+            return dict(self._totals)
+
+    def noticed(self) -> None:
+        """A queue dropped something: report it, with whatever else drops meanwhile, soon."""
+        if self._timer is None:  # one check without the lock: a flood of drops calls this for each
+            with self._lock:
+                self._schedule()
+
+    def report(self) -> None:
+        """Log one warning with what was dropped since the last one (none when nothing was)."""
+        backends = _running_backends()
+        with self._lock:
+            self._timer = None
+            self._next_report = time.monotonic() + self.interval_s
+            self._observe(backends)
+            unreported, self._unreported = self._unreported, {}
+        if not unreported:
+            return
+        by_backend: dict[str, list[str]] = {}
+        for (backend, reason), count in sorted(unreported.items()):
+            by_backend.setdefault(backend, []).append(f"{count} {reason}")
+        drop_logger.warning(
+            "otel_hakgal: %d telemetry items dropped (%s); counted in the metric %s, "
+            "queues in Handle.stats(); if this load is expected, raise the queue sizes "
+            "(batch.max_queue_size, sentry.max_queue_size)",
+            sum(unreported.values()),
+            "; ".join(f"{backend}: {', '.join(counts)}" for backend, counts in by_backend.items()),
+            Metric.EXPORT_DROPPED,
+        )
+
+    def _schedule(self) -> None:
+        if self._timer is not None:
+            return
+        delay = max(self.settle_s, self._next_report - time.monotonic())
+        timer = threading.Timer(delay, self.report)
+        timer.name = "otel_hakgal-drop-report"
+        timer.daemon = True
+        try:
+            timer.start()
+        except RuntimeError:  # no new threads at interpreter shutdown: the drops stay counted, unreported
+            return
+        self._timer = timer
+
+    def _observe(self, backends: Iterable[Backend]) -> bool:
+        """Add what ``backends`` dropped since they were last read; whether they dropped anything."""
+        found = False
+        for backend in backends:
+            try:
+                queues = backend.stats().queues
+            except Exception:  # a plugin's broken stats() must not break the metric or the report
+                continue
+            # Every running backend has its series from the start, at 0: alerts on increase() see the first drop.
+            self._totals.setdefault((backend.name, QUEUE_FULL), 0)
+            seen = self._seen.setdefault(backend, {})
+            for queue, stats in queues.items():
+                self._totals.setdefault((backend.name, drop_reason(queue)), 0)
+                new = stats.dropped - seen.get(queue, 0)
+                if new <= 0:
+                    continue
+                seen[queue] = stats.dropped
+                key = (backend.name, drop_reason(queue))
+                self._totals[key] = self._totals.get(key, 0) + new
+                self._unreported[key] = self._unreported.get(key, 0) + new
+                found = True
+        return found
+
+    def reset(self) -> None:
+        """Forget every count and any pending report (for tests that stage drops; the counter restarts)."""
+        with self._lock:
+            timer = self._timer
+        if timer is not None:
+            timer.cancel()
+        self._reset()
+
+    def _after_fork_in_child(self) -> None:
+        self._reset()  # the parent's timer thread does not exist here, nor are its drops the child's
+
+
+def _running_backends() -> tuple[Backend, ...]:
+    from otel_hakgal import runtime
+
+    return runtime.current.backends
+
+
+DROPS: Final = DropTally()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=DROPS._after_fork_in_child)

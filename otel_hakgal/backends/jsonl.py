@@ -36,6 +36,7 @@ from otel_hakgal.backends.batching import CountingBatchSpanProcessor, periodic_r
 from otel_hakgal.config import Config, setting
 from otel_hakgal.delivery import DeliveryLog
 
+logger = logging.getLogger("otel_hakgal")
 delivery_logger = logging.getLogger("otel_hakgal.delivery")  # rate-limited: see otel_hakgal.log_limits
 
 _ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId"})
@@ -67,28 +68,98 @@ def to_otlp_json(message: Message) -> str:
     return json.dumps(_hex_ids(as_dict), separators=(",", ":"), ensure_ascii=False)
 
 
+def unwritable_reason(path: Path) -> str | None:
+    """Why appending to ``path`` would fail, found without creating anything; ``None`` if it would work.
+
+    Missing directories count as creatable (the backend creates them at start)
+    when the nearest existing one is a directory we may write to.
+    """
+    try:
+        if path.is_dir():
+            return "it is a directory"
+        if path.exists():
+            return None if os.access(path, os.W_OK) else "permission denied"
+        ancestor = path.absolute().parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            return f"{str(ancestor)!r} is not a directory"
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            return f"no permission to create files in {str(ancestor)!r}"
+    except (OSError, ValueError) as error:  # ValueError: a NUL byte in the path
+        return str(error)
+    return None
+
+
 class _LineWriter:
     """Appends whole lines to one file from several exporter threads.
 
     A failed write (a missing directory, a full disk) loses only that export
-    request: it is logged on the rate-limited ``otel_hakgal.delivery`` logger
-    and counted in the backend's ``stats().sends``.
+    request: it is logged on the rate-limited ``otel_hakgal.delivery`` logger,
+    counted in the backend's ``stats().sends``, and makes the next
+    ``force_flush()`` return False. A later write to a path that became
+    writable succeeds: the backend does not give up.
     """
 
     def __init__(self, path: Path, log: DeliveryLog | None = None) -> None:
         self.path = path
         self.log = log or DeliveryLog()
         self._lock = threading.Lock()
+        self._failures = 0  # failed writes since the last take_failures()
+        self.writable = True  # whether the last open (the start probe or a write) worked
+
+    def prepare(self) -> OSError | None:
+        """Create missing directories and open the file once, as the first write would; the error if that fails."""
+        mkdir_error: OSError | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            mkdir_error = error
+        except ValueError:  # a NUL byte in the path: opening it below says so
+            pass
+        try:
+            with self._lock, self.path.open("a", encoding="utf-8"):
+                pass
+        except OSError as error:
+            self.writable = False
+            # Opening says it best ('Not a directory', not mkdir's 'File exists'), unless the directory is missing
+            # because mkdir was refused ('Permission denied', not 'No such file or directory').
+            return mkdir_error if isinstance(error, FileNotFoundError) and mkdir_error is not None else error
+        except ValueError as error:
+            self.writable = False
+            return OSError(str(error))
+        return None
 
     def write(self, line: str) -> bool:
         try:
             with self._lock, self.path.open("a", encoding="utf-8") as handle:
                 handle.write(line + "\n")
-        except OSError as error:
+        except (OSError, ValueError) as error:
+            with self._lock:
+                self._failures += 1
+                self.writable = False
             self.log.record_error(error)
             delivery_logger.warning("jsonl backend cannot write %s (%s); its telemetry is dropped", self.path, error)
             return False
+        self.writable = True
         return True
+
+    def take_failures(self) -> int:
+        """Failed writes since the previous call."""
+        with self._lock:
+            failures, self._failures = self._failures, 0
+        return failures
+
+
+def _warn_if_unwritable(writer: _LineWriter) -> None:
+    error = writer.prepare()
+    if error is not None:
+        # Once, at start, on the layer's own logger: the delivery logger's budget may be spent.
+        logger.warning(
+            "otel_hakgal: jsonl backend cannot write %s (%s); its telemetry is dropped until the path is writable",
+            writer.path,
+            error.strerror or error,
+        )
 
 
 class JsonlSpanExporter(SpanExporter):
@@ -107,7 +178,9 @@ class JsonlFileSpanExporter(JsonlSpanExporter):
     """The ``jsonl`` exporter for ``OTEL_TRACES_EXPORTER=jsonl`` under the plain SDK configurator."""
 
     def __init__(self, path: str | None = None) -> None:
-        super().__init__(_LineWriter(Path(path or os.environ.get(PATH_ENV) or DEFAULT_PATH)))
+        writer = _LineWriter(Path(path or os.environ.get(PATH_ENV) or DEFAULT_PATH))
+        _warn_if_unwritable(writer)  # made by the SDK configurator at start: tell now, not at the first export
+        super().__init__(writer)
 
 
 class JsonlMetricExporter(MetricExporter):
@@ -133,6 +206,27 @@ class JsonlBackend(Backend):
     def __init__(self, config: Config, resource: Resource) -> None:
         super().__init__(config, resource)
         self.writer = _LineWriter(Path(self.settings.path), self.delivery)
+
+    @classmethod
+    def probe(cls, config: Config, settings: JsonlSettings) -> list[str]:
+        """For ``check-config``: a path that cannot be written (pure ``check`` cannot look at files)."""
+        reason = unwritable_reason(Path(settings.path))
+        if reason is None:
+            return []
+        return [
+            config.problem(
+                "jsonl.path", f"{settings.path!r} cannot be written: {reason}; the jsonl backend would drop everything"
+            )
+        ]
+
+    def start(self) -> Parts:
+        # Not a start failure: that would stop every other backend too. A warning now, False from force_flush.
+        _warn_if_unwritable(self.writer)
+        return super().start()
+
+    def force_flush(self, timeout_s: float) -> bool:
+        # Runs after the processors and readers flushed: any write of theirs that failed is known by now.
+        return self.writer.take_failures() == 0 and self.writer.writable
 
     def create_parts(self) -> Parts:
         readers: tuple[MetricReader, ...] = ()

@@ -11,6 +11,17 @@ at most ``MAX_BODY_BYTES`` (64 KiB, so a command has fewer than 65,536
 characters). Any other body (larger, not UTF-8, not JSON, nested deeper than
 the parser allows, not an object, no string command) gets a 400 with a JSON
 ``{"status": "error", "error": ...}``.
+
+Answers to a command: 200 with the reply; for an unknown verb, 200 with
+``{"status": "unknown_command", "validCommands": [...]}``; for an argument
+the verb cannot take (``build_kb ../x``), 400, and for a data file that does
+not exist, 404, both with ``{"status": "error", "error": ...}``; 504 when
+the command timed out; 500 only for a fault of the server. Client mistakes
+are recorded as commands with outcome ``rejected``: no error event.
+
+``python -m otel_hakgal.demo.api`` stops gracefully on SIGTERM or Ctrl-C: no
+new connections, the requests in flight are answered (up to
+``--drain-timeout`` seconds), then telemetry is flushed.
 """
 
 from __future__ import annotations
@@ -24,13 +35,14 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from dotenv import load_dotenv
 from flask import Flask, Response, jsonify, request
-from werkzeug.serving import make_server
 
 import otel_hakgal as hg
 from otel_hakgal.demo.commands import CommandResult, CommandRunner, Status, Timeouts, known_verbs, split_command
 from otel_hakgal.demo.k_assistant import AssistantSettings, KAssistant
 from otel_hakgal.demo.providers import Endpoints
+from otel_hakgal.demo.serving import DEFAULT_DRAIN_TIMEOUT_S, DrainingServer, serve_until_stopped
 from otel_hakgal.demo.simulator import LLMSimulator
 
 LLM_BASE_URL_ENV = "HAKGAL_LLM_BASE_URL"
@@ -39,6 +51,10 @@ DEFAULT_PORT = 5001
 MAX_BODY_BYTES = 64 * 1024
 
 logger = logging.getLogger(__name__)
+
+# As HAK-GAL does: provider keys come from a .env at import, after the launcher's setup() ran.
+# Variables already set win; ``HAKGAL_ENV_FILE`` names another file.
+load_dotenv(os.environ.get("HAKGAL_ENV_FILE") or ".env", override=False)
 
 
 # --- the assistant behind the app -------------------------------------------------------
@@ -151,6 +167,18 @@ def _success_payload(assistant: KAssistant, command: str, result: CommandResult)
 def _result_response(assistant: Callable[[], KAssistant], command: str, result: CommandResult) -> tuple[Response, int]:
     if result.status is Status.SUCCESS:
         return jsonify(_success_payload(assistant(), command, result)), 200
+    if result.status is Status.UNKNOWN_COMMAND:  # HAK-GAL's contract: 200 and the list of verbs
+        body = {
+            "status": Status.UNKNOWN_COMMAND.value,
+            "chatResponse": f"Unknown command {result.verb!r}. Valid commands: {', '.join(known_verbs())}.",
+            "validCommands": known_verbs(),
+            "lastCommand": command,
+        }
+        return jsonify(body), 200
+    if result.status is Status.REJECTED:  # the client's mistake: its 4xx, and what to change
+        message = str(result.error)
+        body = {"status": "error", "error": message, "chatResponse": message, "lastCommand": command}
+        return jsonify(body), result.http_status or 400
     if result.status is Status.TIMEOUT:
         message = f"Command '{result.verb}' timed out after {result.timeout_s:g} s; it keeps running in the background."
         body = {"status": Status.TIMEOUT.value, "error": message, "chatResponse": message, "lastCommand": command}
@@ -193,14 +221,6 @@ def create_app(
         except BadRequest as error:
             return jsonify({"status": "error", "error": str(error)}), 400
         verb, text = split_command(command)
-        if verb not in known_verbs():
-            body = {
-                "status": "unknown_command",
-                "chatResponse": f"Unknown command {verb!r}. Valid commands: {', '.join(known_verbs())}.",
-                "validCommands": known_verbs(),
-                "lastCommand": command,
-            }
-            return jsonify(body), 200
         return _result_response(get_assistant, command, runner.run(verb, text))
 
     app.extensions["hakgal_runner"] = runner
@@ -221,18 +241,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--port", type=int, default=int(os.environ.get(PORT_ENV, DEFAULT_PORT)), help=f"default: ${PORT_ENV} or 5001"
     )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=DEFAULT_DRAIN_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"on SIGTERM or Ctrl-C, how long requests in flight may take (default {DEFAULT_DRAIN_TIMEOUT_S:g})",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     handle = hg.setup()  # configuration from $OTEL_HAKGAL_CONFIG and the environment
-    server = make_server("127.0.0.1", args.port, app, threaded=True)
-    print(f"HAK-GAL demo API on http://127.0.0.1:{server.server_port} (Ctrl-C stops)", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server = DrainingServer("127.0.0.1", args.port, app)
+        ready = f"HAK-GAL demo API on http://127.0.0.1:{server.server_port} (Ctrl-C or SIGTERM stops)"
+        serve_until_stopped(server, drain_timeout_s=args.drain_timeout, on_ready=lambda: print(ready, flush=True))
     finally:
-        server.server_close()
-        handle.shutdown()
+        handle.shutdown()  # after the drain: the spans of every answered request have ended
     return 0
 
 

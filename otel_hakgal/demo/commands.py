@@ -3,6 +3,12 @@
 As in HAK-GAL, a command that times out is answered at once while its thread
 runs on. Its span ends then, marked ``error.type = timeout``; spans the
 thread still opens stay in the same trace.
+
+Every command gets a span, an unknown verb too (``hakgal.command _OTHER``:
+verbs are a closed set). A client's mistake, an unknown verb or a bad
+argument (:class:`~otel_hakgal.demo.k_assistant.ClientMistake`), ends with
+outcome ``rejected``: no error status, no exception, no error event. Only a
+server fault ends with outcome ``error``.
 """
 
 from __future__ import annotations
@@ -13,8 +19,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import otel_hakgal as hg
-from otel_hakgal.conventions import ErrorType
-from otel_hakgal.demo.k_assistant import KAssistant, Reply
+from otel_hakgal.conventions import ErrorType, Outcome
+from otel_hakgal.demo.k_assistant import ClientMistake, KAssistant, Reply
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +55,8 @@ class Status(StrEnum):
     SUCCESS = "success"
     ERROR = "error"
     TIMEOUT = "timeout"
+    REJECTED = "rejected"  # the client's mistake: a 4xx
+    UNKNOWN_COMMAND = "unknown_command"
 
 
 @dataclass
@@ -58,6 +66,31 @@ class CommandResult:
     reply: Reply | None = None
     error: str | None = None
     timeout_s: float | None = None
+    http_status: int | None = None  # for REJECTED: 400 or 404
+
+
+class _Command(hg.CommandOp):
+    """``hg.command`` that can also end ``rejected``: outcome recorded, span status and error count left alone.
+
+    The layer's ``CommandOp`` ends only as success, error or timeout, and its
+    ``fail()`` marks the span as an error; ``reject()`` belongs there.
+    """
+
+    __slots__ = ("_rejected",)
+
+    def __init__(self, verb: str, *, text: str | None = None, timeout_s: float | None = None) -> None:
+        super().__init__(verb, text=text, timeout_s=timeout_s)
+        self._rejected = False
+
+    def reject(self) -> None:
+        """End as ``rejected``: the client's mistake, not the server's error."""
+        self._rejected = True
+
+    @property
+    def outcome(self) -> Outcome:
+        if self._rejected and not self.failed:
+            return Outcome.REJECTED
+        return super().outcome
 
 
 @dataclass
@@ -88,7 +121,9 @@ class CommandRunner:
         self.timeouts = timeouts or Timeouts()
 
     def run(self, verb: str, text: str) -> CommandResult:
-        """Run a known verb in a worker thread; never raises."""
+        """Run ``verb`` in a worker thread; never raises. An unknown verb is recorded and rejected."""
+        if verb not in VERBS:
+            return self._unknown(verb, text)
         handler, _ = VERBS[verb]
         timeout_s = self.timeouts.for_verb(verb)
         outcome: dict[str, Reply | Exception] = {}
@@ -100,7 +135,7 @@ class CommandRunner:
                 outcome["error"] = error
 
         try:
-            with hg.command(verb, text=text or None, timeout_s=timeout_s) as command:
+            with _Command(verb, text=text or None, timeout_s=timeout_s) as command:
                 worker = hg.start_thread(work, name=f"command-{verb}")
                 worker.join(timeout_s)
                 if worker.is_alive():
@@ -108,6 +143,9 @@ class CommandRunner:
                     logger.warning("command %s timed out after %g s; it keeps running", verb, timeout_s)
                     return CommandResult(verb, Status.TIMEOUT, timeout_s=timeout_s)
                 error = outcome.get("error")
+                if isinstance(error, ClientMistake):  # no exception on the span: error backends file nothing
+                    command.reject()
+                    return CommandResult(verb, Status.REJECTED, error=str(error), http_status=error.http_status)
                 if isinstance(error, Exception):
                     raise error  # recorded on the command span (status ERROR, error.type = class name)
                 reply = outcome["reply"]
@@ -117,6 +155,13 @@ class CommandRunner:
             logger.warning("command %s failed: %s", verb, error)  # the traceback is on the command span
             hg.capture_exception(error)  # the seed's handle_command_error: error backends get it, linked to its span
             return CommandResult(verb, Status.ERROR, error=f"{type(error).__name__}: {error}")
+
+    def _unknown(self, verb: str, text: str) -> CommandResult:
+        # The verb is the client's free text: the span and metrics name it _OTHER; the whole command is the text.
+        command_text = f"{verb} {text}" if text else verb
+        with _Command(ErrorType.OTHER, text=command_text) as command:
+            command.reject()
+        return CommandResult(verb, Status.UNKNOWN_COMMAND)
 
 
 def known_verbs() -> list[str]:

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import otel_hakgal as hg
 from otel_hakgal.conventions import Attr, ErrorType, ProverResult, SpanName
@@ -28,6 +28,23 @@ from otel_hakgal.demo.rag import Chunk, Corpus, extract_facts
 ANSWER_YES = "yes"
 ANSWER_NO_OR_UNKNOWN = "no_or_unknown"
 _LOOKS_LIKE_FORMULA = re.compile(r"[A-Z][A-Za-z0-9_]*\s*\(")
+MAX_FILE_NAME_BYTES = 255  # NAME_MAX of Linux and macOS file systems
+
+
+class ClientMistake(Exception):
+    """The request is wrong, not the server: answered with ``http_status`` and the message, never filed as an error."""
+
+    http_status: ClassVar[int] = 400
+
+
+class InvalidArgument(ClientMistake):
+    """An argument the verb cannot take (a path where a file name belongs, control characters, ...)."""
+
+
+class NotFound(ClientMistake):
+    """The argument names something that does not exist (a data file)."""
+
+    http_status = 404
 
 
 @dataclass(frozen=True)
@@ -213,7 +230,10 @@ class KAssistant:
         return Reply(f"Learned {added} new facts: " + " ".join(pending))
 
     def build_kb(self, path_text: str) -> Reply:
-        """Add facts from a file in the data directory: ``.hkb`` fact lists, or text read by all providers."""
+        """Add facts from a file in the data directory: ``.hkb`` fact lists, or text read by all providers.
+
+        A name that is no plain file name raises :class:`InvalidArgument`, one no file has :class:`NotFound`.
+        """
         path = _data_file(path_text or "corpus.txt")
         if path.suffix == ".hkb":
             facts = read_fact_lines(path)
@@ -318,14 +338,29 @@ def _answer_text(canonical: str, outcome: PortfolioOutcome) -> str:
 
 
 def _data_file(name: str) -> Path:
-    """A file in the data directory; the API must not read arbitrary paths."""
-    try:
-        path = (DATA_DIR / name).resolve()
-        found = path.is_file()
-    except (OSError, ValueError):  # NUL bytes, lone surrogates, over-long names: no such file either
-        raise FileNotFoundError(f"no such data file: {name!r}") from None
-    if not path.is_relative_to(DATA_DIR.resolve()):
-        raise PermissionError(f"build_kb only reads files in the data directory, not {name!r}")
-    if not found:
-        raise FileNotFoundError(f"no such data file: {name}")
+    """The data file called ``name``: a plain file name, never a path (the API must not read arbitrary files).
+
+    A bad name is the client's mistake (:class:`InvalidArgument`, 400), and so
+    is a name no file has (:class:`NotFound`, 404); neither is a server fault.
+    """
+    shown = _shown(name)
+    if not name.isprintable():  # NUL and other control characters, lone surrogates
+        raise InvalidArgument(f"build_kb: the file name {shown} contains control characters or invalid text")
+    if len(name.encode("utf-8")) > MAX_FILE_NAME_BYTES:
+        raise InvalidArgument(f"build_kb: the file name {shown} is longer than {MAX_FILE_NAME_BYTES} bytes")
+    if "/" in name or "\\" in name or name.startswith("."):  # paths, ".", "..", hidden files
+        raise InvalidArgument(f"build_kb takes the name of a file in the data directory, not a path: {shown}")
+    path = DATA_DIR / name
+    # A link that leads out of the data directory is as good as absent.
+    if not path.is_file() or not path.resolve().is_relative_to(DATA_DIR.resolve()):
+        raise NotFound(f"build_kb: no data file {shown}; the data directory has {', '.join(_data_files())}")
     return path
+
+
+def _data_files() -> list[str]:
+    return sorted(p.name for p in DATA_DIR.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """``text`` quoted for an answer, cut: a 60 KB name must not come back 60 KB long in every message."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")

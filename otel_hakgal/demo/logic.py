@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from lark import Lark, Token, Transformer
+from lark import Lark, Token, Transformer, Tree
 from lark.exceptions import LarkError
 
 GRAMMAR = r"""
@@ -34,6 +34,10 @@ NUMBER: /-?\d+(\.\d+)?/
 %import common.WS
 %ignore WS
 """
+
+
+# Deeper formulas are refused: the tree transform and every prover recurse once per level.
+MAX_DEPTH = 100
 
 
 class InvalidFormula(ValueError):
@@ -176,7 +180,19 @@ def parse(text: str) -> Formula:
     except LarkError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InvalidFormula(f"rejected by the logic firewall: {first_line}") from None
+    if _depth(tree) > MAX_DEPTH:  # e.g. 30,000 negations: the client's mistake, not a RecursionError
+        raise InvalidFormula(f"rejected by the logic firewall: nested deeper than {MAX_DEPTH} levels")
     return _ToTree().transform(tree)
+
+
+def _depth(tree: Tree[Token]) -> int:
+    """Nesting depth of a parse tree, without recursion (the LALR parser builds any depth)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+    return deepest
 
 
 def parse_fact(text: str) -> tuple[str, Formula]:

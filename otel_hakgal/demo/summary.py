@@ -18,7 +18,7 @@ SOURCE = "demo workload, memory backend"
 
 
 def commands_by_outcome(data: MetricsData | None) -> dict[str, int]:
-    """Commands per outcome (success, error, timeout) from the command-duration histogram."""
+    """Commands per outcome (success, error, timeout, rejected) from the command-duration histogram."""
     totals: Counter[str] = Counter()
     for resource_metrics in data.resource_metrics if data else ():
         for scope_metrics in resource_metrics.scope_metrics:

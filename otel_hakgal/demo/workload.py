@@ -1,4 +1,5 @@
-"""The demo's scripted workload: every verb, a provider fallback, a prover timeout, an invalid formula, cache hits."""
+"""The demo's scripted workload: every verb, a provider fallback, a prover timeout, an invalid formula, cache hits,
+client mistakes (a missing file, an unknown verb) and one fault of the server."""
 
 from __future__ import annotations
 
@@ -81,8 +82,9 @@ WORKLOAD: tuple[WorkloadStep, ...] = (
     WorkloadStep("retract IstSaeugetier(Delfin)."),
     WorkloadStep("build_kb corpus.txt", note="all providers extract facts in parallel"),
     WorkloadStep("clearcache"),
-    WorkloadStep("build_kb missing.txt", expected_status=500, note="a command that fails inside"),
-    WorkloadStep("frobnicate now", note="unknown verb: the list of valid verbs"),
+    WorkloadStep("build_kb missing.txt", expected_status=404, note="the client's mistake: outcome rejected, no error"),
+    WorkloadStep("build_kb damaged.hkb", expected_status=500, note="a command that fails inside: a damaged data file"),
+    WorkloadStep("frobnicate now", note="unknown verb: the list of valid verbs; command _OTHER, outcome rejected"),
     WorkloadStep("status"),
 )
 

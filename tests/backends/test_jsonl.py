@@ -1,8 +1,12 @@
+import logging
+import os
 from pathlib import Path
 
 import pytest
 
 import otel_hakgal as hg
+from otel_hakgal.backends.jsonl import JsonlBackend, JsonlFileSpanExporter
+from otel_hakgal.config import load_config, probe_config
 from otel_hakgal.conventions import Metric
 from otel_hakgal.testing import jsonl_metric_names, jsonl_spans
 
@@ -26,19 +30,22 @@ def test_writes_otlp_json_lines_with_hex_ids(tmp_path: Path) -> None:
 
 def test_unwritable_path_loses_only_what_it_cannot_write(tmp_path: Path, export_log: pytest.LogCaptureFixture) -> None:
     # The batch thread would swallow an exception: observe the file and the log instead.
-    path = tmp_path / "later" / "telemetry.jsonl"
+    blocker = tmp_path / "later"
+    blocker.write_text("a file where the directory belongs\n")
+    path = blocker / "telemetry.jsonl"
     handle = hg.setup(backends=["jsonl"], settings={"jsonl.path": str(path)})
     try:
         with hg.command("status"):
             pass
-        handle.force_flush(5)  # this export fails: the directory does not exist
+        assert not handle.force_flush(5)  # this export fails: 'later' is no directory
         assert not path.exists()
-        path.parent.mkdir()
+        blocker.unlink()
+        blocker.mkdir()
         with hg.command("ask"):
             pass
-        handle.force_flush(5)  # the next one is written: the backend did not give up
+        assert handle.force_flush(5)  # the next one is written: the backend did not give up
         # The first flush's two writes failed (its spans and its metrics), and were counted.
-        assert handle.stats()["jsonl"].sends == {"FileNotFoundError": 2}
+        assert handle.stats()["jsonl"].sends == {"NotADirectoryError": 2}
     finally:
         handle.shutdown()
     assert [span["name"] for span in jsonl_spans(path)] == ["hakgal.command ask"]
@@ -46,3 +53,87 @@ def test_unwritable_path_loses_only_what_it_cannot_write(tmp_path: Path, export_
     assert len(warnings) == 2 and all(str(path) in w and "dropped" in w for w in warnings), warnings
     # The exporter returned a failure; an exception would have reached the SDK, which logs a traceback.
     assert [r for r in export_log.records if r.exc_info] == [], export_log.text
+
+
+# --- a path that cannot be written is reported at setup (issue 14, item 13) ----------------------
+
+
+def _unwritable(tmp_path: Path, case: str) -> tuple[Path, str]:
+    """A jsonl path that cannot be written, and what check-config says about it."""
+    if case == "under a regular file":  # fails even for root
+        blocker = tmp_path / "file.txt"
+        blocker.write_text("not a directory\n")
+        return blocker / "deeper" / "out.jsonl", f"{str(blocker)!r} is not a directory"
+    if case == "a directory":
+        return tmp_path, "it is a directory"
+    assert case == "in a read-only directory"
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o555)
+    return read_only / "sub" / "out.jsonl", f"no permission to create files in {str(read_only)!r}"
+
+
+UNWRITABLE = [
+    "under a regular file",
+    "a directory",
+    pytest.param(
+        "in a read-only directory",
+        marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only directories"),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", UNWRITABLE)
+def test_an_unwritable_path_warns_at_setup_and_fails_the_flush_while_other_backends_work(
+    tmp_path: Path, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, _ = _unwritable(tmp_path, case)
+    caplog.set_level(logging.WARNING, logger="otel_hakgal")
+    handle = hg.setup(backends=["jsonl", "memory"], settings={"jsonl.path": str(path)})
+    try:
+        [warning] = [r.getMessage() for r in caplog.records if r.name == "otel_hakgal"]
+        assert f"jsonl backend cannot write {path}" in warning and "dropped" in warning, warning
+        with hg.command("status"):
+            pass
+        assert not handle.force_flush(5)
+        assert not handle.force_flush(5)  # still unwritable, even with nothing new to write
+        memory = handle.backend("memory")
+        assert [s.name for s in memory.spans()] == ["hakgal.command status"]  # the other backend works
+    finally:
+        handle.shutdown()
+    assert not path.is_file()
+
+
+@pytest.mark.parametrize("case", UNWRITABLE)
+def test_check_config_names_an_unwritable_path_without_creating_anything(tmp_path: Path, case: str) -> None:
+    path, reason = _unwritable(tmp_path, case)
+    before = sorted(tmp_path.rglob("*"))
+    config = load_config(overrides={"backends": ["jsonl"], "jsonl.path": str(path)}, environ={})  # valid
+    [problem] = probe_config(config)
+    assert problem == (
+        f"setup() argument: key 'jsonl.path': {str(path)!r} cannot be written: {reason}; "
+        "the jsonl backend would drop everything"
+    )
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_missing_directories_are_created_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "dir" / "out.jsonl"
+    config = load_config(overrides={"backends": ["jsonl"], "jsonl.path": str(path)}, environ={})
+    assert probe_config(config) == []  # creatable: fine
+    assert JsonlBackend.probe(config, config.settings_for("jsonl")) == []
+    handle = hg.setup(config)
+    try:
+        assert path.is_file()  # made at start, before any export
+        with hg.command("status"):
+            pass
+        assert handle.force_flush(5)
+    finally:
+        handle.shutdown()
+    assert "hakgal.command status" in {span["name"] for span in jsonl_spans(path)}
+
+
+def test_the_plain_sdk_exporter_warns_when_it_is_made(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path, _ = _unwritable(tmp_path, "under a regular file")
+    caplog.set_level(logging.WARNING, logger="otel_hakgal")
+    JsonlFileSpanExporter(str(path))
+    assert [f"jsonl backend cannot write {path}" in r.getMessage() for r in caplog.records] == [True]

@@ -1,6 +1,11 @@
+import logging
+import time
+
 import pytest
 
 import otel_hakgal as hg
+from otel_hakgal.backends.batching import DROPS
+from otel_hakgal.backends.memory import MemoryBackend
 from otel_hakgal.conventions import GEN_AI_TOKEN_BUCKETS, Attr, Metric, ProverResult, SpanName
 from otel_hakgal.testing import OtlpReceiver
 
@@ -57,3 +62,48 @@ def test_metric_data_points_arrive(otlp_receiver: OtlpReceiver, otlp_handle: hg.
     assert tokens[0].bounds == tuple(float(b) for b in GEN_AI_TOKEN_BUCKETS)
     [cost] = otlp_receiver.metric_points(Metric.LLM_COST)
     assert cost.value == pytest.approx((1000 * 2.0 + 100 * 6.0) / 1e6)
+
+
+def test_spans_beyond_the_batch_queue_are_counted_in_the_drop_metric_and_reported_once(
+    otlp_receiver: OtlpReceiver, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    DROPS.reset()
+    monkeypatch.setattr(DROPS, "settle_s", 0.5)
+    caplog.set_level(logging.WARNING, logger="otel_hakgal.export")
+    otlp_receiver.fail(delay_s=0.5)  # a slow collector: the first export holds the worker while the queue fills
+    settings = {
+        "otlp.endpoint": otlp_receiver.endpoint,
+        "otlp.metrics": False,
+        "batch.max_queue_size": 4,
+        "batch.max_export_batch_size": 4,
+    }
+    handle = hg.setup(backends=["otlp", "memory"], settings=settings)
+    try:
+        for _ in range(50):
+            with hg.command("status"):
+                pass
+        assert handle.force_flush(10)
+        queue = handle.stats()["otlp"].queues["batch span processor 0"]
+        metric = handle.backend(MemoryBackend).metrics()
+        deadline = time.monotonic() + 5
+        while not [r for r in caplog.records if r.name == "otel_hakgal.export"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        handle.shutdown()
+        DROPS.reset()
+
+    # the count races the batch worker by a span or so: it reads the SDK's queue before the SDK appends
+    assert queue.dropped > 0 and abs(50 - len(otlp_receiver.spans()) - queue.dropped) <= 2
+    assert metric is not None
+    [point] = [
+        p
+        for rm in metric.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == Metric.EXPORT_DROPPED
+        for p in m.data.data_points
+        if p.attributes[Attr.EXPORT_BACKEND] == "otlp"
+    ]
+    assert point.attributes[Attr.ERROR_TYPE] == "queue_full" and point.value == queue.dropped
+    [warning] = [r for r in caplog.records if r.name == "otel_hakgal.export"]
+    assert f"otlp: {queue.dropped} queue_full" in warning.getMessage()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import requests
@@ -32,6 +33,14 @@ from otel_hakgal.testing import OtlpReceiver, SentryReceiver
 ROOT = Path(__file__).resolve().parents[2]
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"
+# The DSN public key of every Sentry test: 32 hex digits, as Sentry issues them. The receiver's own DSN has
+# the key `public`, shorter than any secret the scrubber looks for: it hid a key scrubbed where Sentry needs it.
+PUBLIC_KEY: Final = secrets.token_hex(16)
+
+
+def dsn(receiver: SentryReceiver) -> str:
+    """``receiver``'s DSN with the realistic :data:`PUBLIC_KEY`."""
+    return receiver.dsn.replace("//public@", f"//{PUBLIC_KEY}@", 1)
 
 
 # --- the service under test, and a downstream that records headers ----------------
@@ -66,6 +75,17 @@ class Downstream:
         self.server.server_close()
 
 
+# A secret and user text in the locals of a failing function (Sentry's stack-frame variables).
+LOCAL_SECRET: Final = "sk-" + secrets.token_hex(20)
+LONG_PATH: Final = "/corpus/" + "p" * 5000
+
+
+def read_corpus(question: str) -> None:
+    note = f"retried with Bearer {LOCAL_SECRET}"  # not a name sentry-sdk's own denylist filters
+    path_text = LONG_PATH
+    raise FileNotFoundError(f"no corpus for {len(question)} characters at {len(path_text)} ({len(note)})")
+
+
 def make_app(downstream_url: str) -> Flask:
     """The ``ask`` flow of the reference service, reduced to its telemetry shape."""
     app = Flask("sentry_test_app")
@@ -95,6 +115,8 @@ def make_app(downstream_url: str) -> Flask:
                 hg.start_thread(work).join()
             if body.get("fail"):
                 raise ValueError("prover portfolio exploded")
+            if body.get("read_corpus"):
+                read_corpus(question)
             q.set_answer("yes")
         return {"answer": "yes"}
 
@@ -135,7 +157,7 @@ def running_service(**setup_kwargs: Any) -> Iterator[tuple[Service, hg.Handle]]:
 
 
 def _sentry(receiver: SentryReceiver, **settings: Any) -> dict[str, Any]:
-    return {"backends": ["sentry"], "settings": {"sentry.dsn": receiver.dsn, **settings}}
+    return {"backends": ["sentry"], "settings": {"sentry.dsn": dsn(receiver), **settings}}
 
 
 def by_trace(items: list[dict[str, Any]], trace_id: str) -> list[dict[str, Any]]:
@@ -289,7 +311,7 @@ def test_outgoing_calls_carry_traceparent_sentry_trace_and_sentry_baggage(sentry
     assert sent["traceparent"].startswith(f"00-{trace_id}-{llm['span_id']}-") and _sampled(sent["traceparent"])
     assert sent["sentry-trace"] == f"{trace_id}-{llm['span_id']}-1"
     baggage = _baggage(sent["baggage"])
-    assert baggage["sentry-trace_id"] == trace_id and baggage["sentry-public_key"] == "public"
+    assert baggage["sentry-trace_id"] == trace_id and baggage["sentry-public_key"] == PUBLIC_KEY
 
 
 @pytest.mark.parametrize(
@@ -337,13 +359,181 @@ def test_user_baggage_survives_next_to_sentry_entries(sentry_receiver: SentryRec
         baggage = _baggage(sent["baggage"])
         assert baggage["userId"] == "bob" and baggage["tenant"] == "acme"
         assert baggage["sentry-trace_id"] == TRACE_ID
-    assert _baggage(first["baggage"])["sentry-public_key"] == "public"  # we head the Sentry trace
+    assert _baggage(first["baggage"])["sentry-public_key"] == PUBLIC_KEY  # we head the Sentry trace
     assert _baggage(second["baggage"])["sentry-public_key"] == "upstream"  # the upstream's DSC, unchanged
     assert _baggage(second["baggage"])["sentry-sample_rate"] == "0.5"
     [tx_envelope] = [
         e for e in sentry_receiver.envelopes() if e.headers.get("trace", {}).get("public_key") == "upstream"
     ]
     assert tx_envelope.items[0].type == "transaction"
+
+
+ZERO_TRACE_ID = "0" * 32
+ZERO_SPAN_ID = "0" * 16
+
+
+def _sentry_entries(baggage: str) -> dict[str, str]:
+    return {k.removeprefix("sentry-"): v for k, v in _baggage(baggage).items() if k.startswith("sentry-")}
+
+
+def _trace_header(receiver: SentryReceiver, item_type: str) -> dict[str, str]:
+    [envelope] = [e for e in receiver.envelopes() if e.items and e.items[0].type == item_type]
+    header: dict[str, str] = envelope.headers["trace"]
+    return header
+
+
+@pytest.mark.parametrize(
+    "sentry_trace",
+    [f"{ZERO_TRACE_ID}-{ZERO_SPAN_ID}-1", f"{TRACE_ID}-{ZERO_SPAN_ID}-1", f"{ZERO_TRACE_ID}-{PARENT_ID}-1"],
+    ids=["all-zero", "zero-span-id", "zero-trace-id"],
+)
+def test_an_invalid_sentry_trace_starts_a_new_trace_and_its_sentry_baggage_stays_behind(
+    sentry_receiver: SentryReceiver, sentry_trace: str
+) -> None:
+    stale = f"userId=bob,sentry-trace_id={TRACE_ID},sentry-public_key=upstream,sentry-sample_rate=0.5"
+    with running_service(**_sentry(sentry_receiver)) as (service, handle):
+        assert service.ask(headers={"sentry-trace": sentry_trace, "baggage": stale}, fail=True).status_code == 500
+        handle.force_flush(5)
+        [tx] = sentry_receiver.wait_for("transaction")
+        [error] = sentry_receiver.wait_for("event")
+        [sent] = service.downstream.headers
+
+    new_trace = tx["contexts"]["trace"]["trace_id"]
+    assert new_trace not in (TRACE_ID, ZERO_TRACE_ID) and tx["contexts"]["trace"].get("parent_span_id") is None
+    # downstream, both headers and the DSC name the new trace; the user's own entry survives
+    assert sent["traceparent"].split("-")[1] == new_trace and sent["sentry-trace"].startswith(new_trace)
+    dsc = _sentry_entries(sent["baggage"])
+    assert dsc["trace_id"] == new_trace and dsc["public_key"] == PUBLIC_KEY and dsc["sample_rate"] == "1.0"
+    assert _baggage(sent["baggage"])["userId"] == "bob"
+    # so do the envelopes of the transaction and of the error
+    assert error["contexts"]["trace"]["trace_id"] == new_trace
+    for item_type in ("transaction", "event"):
+        assert _trace_header(sentry_receiver, item_type) == dsc
+
+
+def test_sentry_trace_without_baggage_gets_the_dsc_its_downstream_calls_carry(sentry_receiver: SentryReceiver) -> None:
+    with running_service(**_sentry(sentry_receiver)) as (service, handle):
+        assert service.ask(headers={"sentry-trace": f"{TRACE_ID}-{PARENT_ID}-1"}, fail=True).status_code == 500
+        handle.force_flush(5)
+        [tx] = sentry_receiver.wait_for("transaction")
+        sentry_receiver.wait_for("event")
+        [sent] = service.downstream.headers
+
+    assert tx["contexts"]["trace"]["trace_id"] == TRACE_ID
+    dsc = _sentry_entries(sent["baggage"])  # headed here, for the continued trace
+    assert dsc["trace_id"] == TRACE_ID and dsc["public_key"] == PUBLIC_KEY and dsc["sampled"] == "true"
+    for item_type in ("transaction", "event"):
+        assert _trace_header(sentry_receiver, item_type) == dsc
+
+
+def test_incoming_sentry_baggage_of_another_trace_is_not_continued() -> None:
+    """The real propagators' round trip: extract, then inject into the next call."""
+    from opentelemetry import trace as otel_trace
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from otel_hakgal.backends.sentry.propagator import SentryTracePropagator
+
+    other_trace = "1" * 32
+    propagator = CompositePropagator(
+        [TraceContextTextMapPropagator(), W3CBaggagePropagator(), SentryTracePropagator(head=None)]
+    )
+    cases = {
+        "matching": ({"sentry-trace": f"{TRACE_ID}-{PARENT_ID}-1"}, TRACE_ID, True),
+        "other trace": ({"sentry-trace": f"{TRACE_ID}-{PARENT_ID}-1"}, other_trace, False),
+        "traceparent, other trace": ({"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}, other_trace, False),
+        "traceparent, matching": ({"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}, TRACE_ID, True),
+    }
+    for name, (headers, baggage_trace, kept) in cases.items():
+        carrier = {**headers, "baggage": f"sentry-trace_id={baggage_trace},sentry-public_key=upstream"}
+        context = propagator.extract(carrier)
+        assert otel_trace.get_current_span(context).get_span_context().trace_id == int(TRACE_ID, 16), name
+        out: dict[str, str] = {}
+        propagator.inject(out, context)
+        # without a head (no DSN), a DSC of another trace leaves no Sentry entry at all
+        assert _sentry_entries(out.get("baggage", "")).get("trace_id") == (TRACE_ID if kept else None), (name, out)
+
+
+# --- the DSN public key -------------------------------------------------------------------------
+
+
+def test_envelopes_carry_the_dsn_public_key_where_sentry_needs_it_and_nowhere_else(
+    sentry_receiver: SentryReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENTRY_DSN", dsn(sentry_receiver))  # a secret-looking variable too: its key is not secret
+    sentry_receiver.bodies = []
+    with running_service(**_sentry(sentry_receiver)) as (service, handle):
+        assert service.ask().status_code == 200
+        assert service.ask(handled=True).status_code == 200
+        assert service.ask(fail=True).status_code == 500
+        with hg.command("status") as command:  # a DSN in span data is a secret: scrubbed, key and all
+            command.set_attribute("app.config", f"sentry at {dsn(sentry_receiver)}")
+        handle.force_flush(5)
+        sentry_receiver.wait_for("transaction", 4)
+        sentry_receiver.wait_for("event", 2)
+        sentry_receiver.wait_for("span", 3)
+
+    envelopes = sentry_receiver.envelopes()
+    traced = [e for e in envelopes if e.items and e.items[0].type in ("transaction", "event")]
+    assert len(traced) == 6
+    for envelope in traced:  # the trace header: Sentry routes and samples by it
+        assert envelope.headers["trace"]["public_key"] == PUBLIC_KEY
+        assert f"sentry_key={PUBLIC_KEY}," in envelope.request_headers["x-sentry-auth"]
+    for envelope in envelopes:  # and in no item: span data, contexts, request data, tags
+        for item in envelope.items:
+            assert PUBLIC_KEY not in item.payload.decode("utf-8", "replace"), item.type
+    [status] = [t for t in sentry_receiver.transactions() if t["transaction"] == "hakgal.command status"]
+    assert status["contexts"]["otel"]["attributes"]["app.config"].startswith("sentry at [REDACTED]")
+    assert sum(body.count(PUBLIC_KEY.encode()) for body in sentry_receiver.bodies) == len(traced)
+
+
+# --- stack-frame local variables ------------------------------------------------------------------
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _read_corpus_frame(error: dict[str, Any]) -> dict[str, Any]:
+    [frame] = [f for f in error["exception"]["values"][-1]["stacktrace"]["frames"] if f["function"] == "read_corpus"]
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("settings", "with_vars"),
+    [({}, False), ({"sentry.include_local_variables": True}, True),
+     ({"sentry.include_local_variables": True, "redaction.text_mode": "omit"}, False)],
+    ids=["default", "on", "on-but-omit"],
+)  # fmt: skip
+def test_local_variables_are_off_by_default_and_pass_the_text_policy_when_on(
+    sentry_receiver: SentryReceiver, settings: dict[str, Any], with_vars: bool
+) -> None:
+    with running_service(**_sentry(sentry_receiver, **settings)) as (service, handle):
+        assert service.ask(read_corpus=True).status_code == 500
+        handle.force_flush(5)
+        [error] = sentry_receiver.wait_for("event")
+
+    frames = [f for value in error["exception"]["values"] for f in value["stacktrace"]["frames"]]
+    assert _read_corpus_frame(error)["context_line"].strip().startswith("raise FileNotFoundError")
+    if not with_vars:
+        assert all("vars" not in frame for frame in frames)
+    else:
+        variables = _read_corpus_frame(error)["vars"]
+        assert set(variables) == {"question", "note", "path_text"}
+        assert variables["note"] == "'retried with Bearer [REDACTED]'"
+        # user text: cut to redaction.max_text_length, as command text is
+        assert variables["path_text"].startswith("'/corpus/ppp") and len(variables["path_text"]) == 100
+        assert all(len(text) <= 100 for frame in frames for text in _strings(frame.get("vars")))
+    body = json.dumps(error)
+    assert LOCAL_SECRET not in body and "p" * 101 not in body
 
 
 # --- sampling -----------------------------------------------------------------------------
@@ -387,11 +577,11 @@ def test_sampler_decides_once_and_incoming_sampled_is_honoured(sentry_receiver: 
 
 def test_a_sentry_sample_rate_that_disagrees_with_the_sampler_is_refused(sentry_receiver: SentryReceiver) -> None:
     with pytest.raises(ConfigError, match=r"sentry\.traces_sample_rate"):
-        hg.setup(backends=["sentry"], settings={"sentry.dsn": sentry_receiver.dsn, "sentry.traces_sample_rate": 0.5})
+        hg.setup(backends=["sentry"], settings={"sentry.dsn": dsn(sentry_receiver), "sentry.traces_sample_rate": 0.5})
     handle = hg.setup(
         backends=["sentry"],
         sample_ratio=0.5,
-        settings={"sentry.dsn": sentry_receiver.dsn, "sentry.traces_sample_rate": 0.5},
+        settings={"sentry.dsn": dsn(sentry_receiver), "sentry.traces_sample_rate": 0.5},
     )
     handle.shutdown()
 
@@ -401,7 +591,7 @@ def test_a_sentry_sample_rate_that_disagrees_with_the_sampler_is_refused(sentry_
 
 def test_fan_out_delivers_the_same_spans_and_a_failing_sentry_harms_nothing(sentry_receiver: SentryReceiver) -> None:
     with OtlpReceiver() as collector:
-        settings = {"sentry.dsn": sentry_receiver.dsn, "otlp.endpoint": collector.endpoint, "otlp.metrics": False}
+        settings = {"sentry.dsn": dsn(sentry_receiver), "otlp.endpoint": collector.endpoint, "otlp.metrics": False}
         with running_service(backends=["sentry", "otlp"], settings=settings) as (service, handle):
             assert service.ask().status_code == 200
             handle.force_flush(5)
@@ -444,7 +634,7 @@ def test_http_client_spans_map_under_old_and_new_conventions(attributes: dict[st
 
 
 def test_http_server_spans_under_the_new_conventions(sentry_receiver: SentryReceiver) -> None:
-    env = {**os.environ, "OTEL_SEMCONV_STABILITY_OPT_IN": "http", "SENTRY_DSN": sentry_receiver.dsn}
+    env = {**os.environ, "OTEL_SEMCONV_STABILITY_OPT_IN": "http", "SENTRY_DSN": dsn(sentry_receiver)}
     result = subprocess.run(
         [sys.executable, "-m", "tests.backends.test_sentry", "new-semconv"],
         cwd=ROOT,

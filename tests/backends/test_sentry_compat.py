@@ -22,6 +22,7 @@ from sentry_sdk.integrations.opentelemetry.propagator import SentryPropagator
 
 from otel_hakgal.backends.sentry import _compat
 from otel_hakgal.testing import SentryReceiver
+from tests.backends.test_sentry import PUBLIC_KEY, dsn
 from tests.support.processes import ROOT
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -138,7 +139,7 @@ def test_hooked_transport_wraps_each_request(make_client: Callable[..., Any], se
             statuses.append(response.status)
             return response
 
-    client = make_client(dsn=sentry_receiver.dsn, transport=Recording)
+    client = make_client(dsn=dsn(sentry_receiver), transport=Recording)
     client.capture_event({"message": "through the hook", "level": "info"})
     client.flush(timeout=5)
 
@@ -151,7 +152,7 @@ def test_hooked_transport_counts_envelopes_dropped_by_a_full_queue(
     make_client: Callable[..., Any], sentry_receiver: SentryReceiver
 ) -> None:
     sentry_receiver.fail(delay_s=2.0)  # the first send holds the worker; the queue (1) fills behind it
-    client = make_client(dsn=sentry_receiver.dsn, transport=_compat.HookedHttpTransport, transport_queue_size=1)
+    client = make_client(dsn=dsn(sentry_receiver), transport=_compat.HookedHttpTransport, transport_queue_size=1)
     for index in range(5):
         client.capture_event({"message": f"burst {index}", "level": "info"})
     assert client.transport.queue_overflows >= 3
@@ -161,7 +162,7 @@ def test_hooked_transport_counts_envelopes_dropped_by_a_full_queue(
 def test_transport_queue_reports_depth_and_capacity(
     make_client: Callable[..., Any], sentry_receiver: SentryReceiver
 ) -> None:
-    client = make_client(dsn=sentry_receiver.dsn, transport_queue_size=7)
+    client = make_client(dsn=dsn(sentry_receiver), transport_queue_size=7)
     assert _compat.transport_queue(client.transport) == (0, 7)
     sentry_receiver.fail(delay_s=2.0)
     for index in range(3):
@@ -176,7 +177,7 @@ def test_transport_queue_reports_depth_and_capacity(
 def test_compression_options_set_the_envelope_encoding(
     make_client: Callable[..., Any], sentry_receiver: SentryReceiver, level: int, encoding: str | None
 ) -> None:
-    client = make_client(dsn=sentry_receiver.dsn, **_compat.compression_options(level))
+    client = make_client(dsn=dsn(sentry_receiver), **_compat.compression_options(level))
     client.capture_event({"message": "compressed?", "level": "info"})
     client.flush(timeout=5)
     sentry_receiver.wait_for("event")
@@ -248,9 +249,9 @@ def test_format_timestamp_writes_sentrys_iso_form() -> None:
 
 
 def test_otlp_traces_target_is_the_dsns_otlp_endpoint_with_its_auth() -> None:
-    url, headers = _compat.otlp_traces_target("http://public@127.0.0.1:1234/42")
+    url, headers = _compat.otlp_traces_target(f"http://{PUBLIC_KEY}@127.0.0.1:1234/42")
     assert url == "http://127.0.0.1:1234/api/42/integration/otlp/v1/traces/"
-    assert "sentry_key=public" in headers["X-Sentry-Auth"]
+    assert f"sentry_key={PUBLIC_KEY}," in headers["X-Sentry-Auth"]
 
 
 # --- the failure this module exists for ------------------------------------------------------
@@ -276,7 +277,7 @@ def test_a_missing_name_fails_at_import_with_the_supported_range() -> None:
 @pytest.fixture
 def profiled_client(make_client: Callable[..., Any], sentry_receiver: SentryReceiver) -> Iterator[Any]:
     """A standalone client whose init set up a trace-lifecycle continuous profiler (torn down after)."""
-    client = make_client(dsn=sentry_receiver.dsn, profile_session_sample_rate=1.0, profile_lifecycle="trace")
+    client = make_client(dsn=dsn(sentry_receiver), profile_session_sample_rate=1.0, profile_lifecycle="trace")
     scheduler = _compat.profile_scheduler()
     yield client, scheduler
     if scheduler is not None:

@@ -19,6 +19,7 @@ from otel_hakgal.backends.registry import backend_class
 from otel_hakgal.backends.sentry import SentryBackend, SentryOtlpBackend, SentrySettings
 from otel_hakgal.config import Config, ConfigError, SamplingSettings, load_config
 from otel_hakgal.testing import SentryReceiver
+from tests.backends.test_sentry import dsn
 from tests.support.processes import ROOT
 
 # --- check() ------------------------------------------------------------------------------
@@ -83,7 +84,7 @@ print(json.dumps({"problems": problems, "sentry_sdk_loaded": sys.modules["sentry
 
 
 def _settings(receiver: SentryReceiver, **extra: object) -> dict[str, object]:
-    return {"sentry.dsn": receiver.dsn, **extra}
+    return {"sentry.dsn": dsn(receiver), **extra}
 
 
 def test_reconfiguring_to_a_new_dsn_sends_through_the_new_client(sentry_receiver: SentryReceiver) -> None:
@@ -163,7 +164,7 @@ def test_stats_report_the_span_worker_open_spans_and_the_transport_queue(sentry_
 
 
 def test_sentry_otlp_stats_include_its_batch_span_processor(sentry_receiver: SentryReceiver) -> None:
-    handle = hg.setup(backends=["sentry-otlp"], settings={"sentry-otlp.dsn": sentry_receiver.dsn})
+    handle = hg.setup(backends=["sentry-otlp"], settings={"sentry-otlp.dsn": dsn(sentry_receiver)})
     try:
         queues = handle.stats()["sentry-otlp"].queues
     finally:

@@ -15,6 +15,7 @@ from opentelemetry import trace
 import otel_hakgal as hg
 from otel_hakgal.config import ConfigError
 from otel_hakgal.testing import SentryReceiver
+from tests.backends.test_sentry import dsn
 from tests.support.processes import ROOT
 from tests.support.reference_app import run_demo_against_sentry, serve_reference_app
 
@@ -26,7 +27,7 @@ QUICK = "ask What is the capital of France?"
 @contextmanager
 def reference_service(receiver: SentryReceiver, **settings: Any) -> Iterator[tuple[str, hg.Handle]]:
     """The reference service, set up from ``configs/sentry.toml`` with the DSN pointed at ``receiver``."""
-    handle = hg.setup(ROOT / "configs" / "sentry.toml", settings={"sentry.dsn": receiver.dsn, **settings})
+    handle = hg.setup(ROOT / "configs" / "sentry.toml", settings={"sentry.dsn": dsn(receiver), **settings})
     try:
         with serve_reference_app(z3_timeout_s=0.3) as base:
             yield base, handle
@@ -113,7 +114,7 @@ def test_profiles_sample_rate_zero_sends_no_profile(sentry_receiver: SentryRecei
 
 def test_shutdown_stops_the_sampler_even_with_a_root_still_open(sentry_receiver: SentryReceiver) -> None:
     handle = hg.setup(
-        backends=["sentry"], settings={"sentry.dsn": sentry_receiver.dsn, "sentry.profiles_sample_rate": 1.0}
+        backends=["sentry"], settings={"sentry.dsn": dsn(sentry_receiver), "sentry.profiles_sample_rate": 1.0}
     )
     span = trace.get_tracer("test").start_span("never ends")
     try:
@@ -128,7 +129,7 @@ def test_shutdown_stops_the_sampler_even_with_a_root_still_open(sentry_receiver:
 
 
 def test_reconfigure_stops_the_old_backends_sampler_and_the_new_one_profiles(sentry_receiver: SentryReceiver) -> None:
-    settings = {"sentry.dsn": sentry_receiver.dsn, "sentry.profiles_sample_rate": 1.0}
+    settings = {"sentry.dsn": dsn(sentry_receiver), "sentry.profiles_sample_rate": 1.0}
     first = hg.setup(backends=["sentry"], settings=settings)
     old_profiler = first.backend("sentry").profiler
     tracer = trace.get_tracer("test")
@@ -170,7 +171,7 @@ def test_profiles_sample_rate_contradicting_the_session_rate_is_refused() -> Non
 
 
 def test_the_session_rate_alone_decides(sentry_receiver: SentryReceiver) -> None:
-    settings = {"sentry.dsn": sentry_receiver.dsn, "sentry.profile_session_sample_rate": 1.0}
+    settings = {"sentry.dsn": dsn(sentry_receiver), "sentry.profile_session_sample_rate": 1.0}
     handle = hg.setup(backends=["sentry"], settings=settings)
     try:
         with trace.get_tracer("test").start_as_current_span("root"):
@@ -186,7 +187,7 @@ def test_the_session_rate_alone_decides(sentry_receiver: SentryReceiver) -> None
 
 
 def test_sentry_otlp_tags_root_spans_with_the_profiler_id(sentry_receiver: SentryReceiver) -> None:
-    settings = {"sentry-otlp.dsn": sentry_receiver.dsn, "sentry-otlp.profiles_sample_rate": 1.0}
+    settings = {"sentry-otlp.dsn": dsn(sentry_receiver), "sentry-otlp.profiles_sample_rate": 1.0}
     handle = hg.setup(backends=["sentry-otlp"], settings=settings)
     tracer = trace.get_tracer("test")
     try:
@@ -210,7 +211,7 @@ def test_sentry_otlp_tags_root_spans_with_the_profiler_id(sentry_receiver: Sentr
 @pytest.mark.system
 @pytest.mark.slow
 def test_demo_with_the_sentry_config_sends_linked_profile_chunks(sentry_receiver: SentryReceiver) -> None:
-    run_demo_against_sentry(sentry_receiver.dsn)
+    run_demo_against_sentry(dsn(sentry_receiver))
     chunks = sentry_receiver.profile_chunks()
     transactions = sentry_receiver.transactions()
     assert chunks and transactions

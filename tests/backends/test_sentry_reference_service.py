@@ -12,6 +12,7 @@ import requests
 import otel_hakgal as hg
 from otel_hakgal.demo.commands import known_verbs
 from otel_hakgal.testing import SentryReceiver
+from tests.backends.test_sentry import dsn
 from tests.support.reference_app import run_demo_against_sentry, serve_reference_app
 
 ASK = "ask What is the capital of France?"
@@ -19,7 +20,7 @@ ASK = "ask What is the capital of France?"
 
 @contextmanager
 def reference_service(receiver: SentryReceiver) -> Iterator[tuple[str, hg.Handle]]:
-    handle = hg.setup(backends=["sentry"], settings={"sentry.dsn": receiver.dsn})
+    handle = hg.setup(backends=["sentry"], settings={"sentry.dsn": dsn(receiver)})
     try:
         with serve_reference_app(z3_timeout_s=1.0) as base:
             yield base, handle
@@ -77,7 +78,7 @@ def test_ask_flow_envelopes(sentry_receiver: SentryReceiver) -> None:
 
 def test_failing_command_gives_one_error_linked_to_its_span(sentry_receiver: SentryReceiver) -> None:
     with reference_service(sentry_receiver) as (base, handle):
-        response = _post(base, "build_kb /no/such/corpus.txt")
+        response = _post(base, "build_kb damaged.hkb")  # a fault of the server (a client's mistake is a 4xx)
         assert response.status_code == 500 and response.json()["status"] == "error"
         handle.force_flush(10)
         [transaction] = sentry_receiver.wait_for("transaction")
@@ -94,14 +95,14 @@ def test_failing_command_gives_one_error_linked_to_its_span(sentry_receiver: Sen
         parent = spans[parent["parent_span_id"]]
     assert parent["description"] == "hakgal.command build_kb"
     assert error["tags"]["hakgal.command.name"] == "build_kb"
-    assert error["contexts"]["hakgal"]["hakgal.command.text"].startswith("/no/such")
+    assert error["contexts"]["hakgal"]["hakgal.command.text"].startswith("damaged.hkb")
     assert len(sentry_receiver.errors()) == 1 and len(sentry_receiver.transactions()) == 1
 
 
 @pytest.mark.system
 @pytest.mark.slow
 def test_demo_with_the_sentry_config_delivers_the_whole_workload(sentry_receiver: SentryReceiver) -> None:
-    run_demo_against_sentry(sentry_receiver.dsn)
+    run_demo_against_sentry(dsn(sentry_receiver))
     transactions = sentry_receiver.transactions()
     commands = [t for t in transactions if t["transaction"] == "POST /api/command"]
     verbs = {t["tags"].get("hakgal.command.name") for t in commands}

@@ -7,6 +7,7 @@ and the bounds that keep its memory flat.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,13 +16,15 @@ from opentelemetry import trace
 
 import otel_hakgal as hg
 from otel_hakgal.backends.sentry import SentryBackend
+from otel_hakgal.backends.sentry.client import wait_for_transport_room
 from otel_hakgal.backends.sentry.transactions import SentryTransactionProcessor
 from otel_hakgal.testing import SentryReceiver
+from tests.backends.test_sentry import PUBLIC_KEY, dsn
 
 
 @pytest.fixture
 def handle(sentry_receiver: SentryReceiver) -> Iterator[hg.Handle]:
-    handle = hg.setup(backends=["sentry"], settings={"sentry.dsn": sentry_receiver.dsn})
+    handle = hg.setup(backends=["sentry"], settings={"sentry.dsn": dsn(sentry_receiver)})
     try:
         yield handle
     finally:
@@ -116,7 +119,7 @@ def test_scope_tags_at_the_end_of_the_root_reach_its_transaction_and_the_envelop
     [envelope] = [e for e in sentry_receiver.envelopes() if e.items[0].type == "transaction"][:1]
     dsc = envelope.headers["trace"]
     assert dsc["trace_id"] == first["contexts"]["trace"]["trace_id"]
-    assert dsc["public_key"] == "public" and dsc["sampled"] == "true" and dsc["sample_rate"] == "1.0"
+    assert dsc["public_key"] == PUBLIC_KEY and dsc["sampled"] == "true" and dsc["sample_rate"] == "1.0"
 
 
 def test_auto_enabled_sentry_integrations_stay_off(handle: hg.Handle) -> None:
@@ -124,3 +127,18 @@ def test_auto_enabled_sentry_integrations_stay_off(handle: hg.Handle) -> None:
     integrations = set(sentry_sdk.get_client().integrations)
     assert {"flask", "logging", "threading"} <= integrations
     assert not integrations & {"openai", "httpx", "httpx2"}
+
+
+def test_the_worker_waits_for_room_in_the_transport_queue_within_a_bound(sentry_receiver: SentryReceiver) -> None:
+    sentry_receiver.fail(delay_s=5.0)  # the first send holds sentry-sdk's transport; the queue fills behind it
+    client = sentry_sdk.Client(dsn=dsn(sentry_receiver), default_integrations=False, transport_queue_size=4)
+    try:
+        for index in range(5):
+            client.capture_event({"message": f"queued {index}", "level": "info"})
+        started = time.monotonic()
+        assert not wait_for_transport_room(client.transport, timeout_s=0.3)  # full: waits, then gives up
+        assert 0.3 <= time.monotonic() - started < 2.0
+        sentry_receiver.heal()
+        assert wait_for_transport_room(client.transport, timeout_s=5.0)  # drained below the reserve: room
+    finally:
+        client.close(timeout=1.0)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from opentelemetry.trace import StatusCode
 
 from otel_hakgal.conventions import Attr, ErrorType, SpanName
-from otel_hakgal.demo.k_assistant import KAssistant
+from otel_hakgal.demo.k_assistant import InvalidArgument, KAssistant, NotFound
 from otel_hakgal.demo.simulator import FaultKind, LLMSimulator
 from otel_hakgal.testing import TelemetryRecorder
 
@@ -111,8 +113,38 @@ def test_learn_and_build_kb(assistant: KAssistant) -> None:
     assert "Hauptstadt(Japan, Tokio)." in assistant.kb.texts()
     built = assistant.build_kb("corpus.txt").chat_response
     assert "1 new facts" in built  # LiegtIn(Wien, Oesterreich) was the last one missing
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(NotFound, match=re.escape("no data file 'nothing.txt'; the data directory has corpus.txt")):
         assistant.build_kb("nothing.txt")
+
+
+@pytest.mark.parametrize(
+    ("name", "phrase"),
+    [
+        ("../../etc/passwd", "not a path"),
+        ("/etc/passwd", "not a path"),
+        ("..", "not a path"),
+        (".", "not a path"),
+        (".hidden", "not a path"),
+        ("sub\\file.txt", "not a path"),
+        ("corpus.txt\x00.hkb", "control characters"),
+        ("\ud800", "control characters or invalid text"),
+        ("x" * 60_000, "longer than 255 bytes"),
+        ("ü" * 128, "longer than 255 bytes"),  # 256 bytes in UTF-8
+    ],
+    ids=["traversal", "absolute", "dot-dot", "dot", "hidden", "backslash", "nul", "surrogate", "60kb", "256-bytes"],
+)
+def test_build_kb_refuses_names_that_are_no_plain_file_name(assistant: KAssistant, name: str, phrase: str) -> None:
+    with pytest.raises(InvalidArgument, match=phrase) as refused:
+        assistant.build_kb(name)
+    assert refused.value.http_status == 400
+    assert len(str(refused.value)) < 200, "the name is shown cut, not 60 KB long"
+
+
+def test_build_kb_reads_a_plain_name_of_the_data_directory(assistant: KAssistant) -> None:
+    assert assistant.build_kb("facts.hkb").chat_response.startswith("Built from facts.hkb (fact list)")
+    assert NotFound.http_status == 404
+    with pytest.raises(UnicodeDecodeError):  # a damaged file on the server is the server's fault
+        assistant.build_kb("damaged.hkb")
 
 
 def test_lookups(assistant: KAssistant) -> None:

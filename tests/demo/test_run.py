@@ -33,6 +33,10 @@ def test_demo_prints_waterfalls_and_summary(capsys: pytest.CaptureFixture[str]) 
     for indicator in ("API error rate", "Average response time", "LLM provider failure rate", "Logic engine"):
         assert indicator in out
     assert "(UNEXPECTED)" not in out
+    # Every request is a command, the unknown verb too (issue 14, item 13); client mistakes are not errors.
+    assert f"(total {len(WORKLOAD)})" in out
+    assert "rejected 2" in out and "error 1" in out
+    assert "hakgal.command _OTHER" in out
 
 
 def test_demo_with_a_config_sends_telemetry_to_its_backends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

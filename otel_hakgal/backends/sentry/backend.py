@@ -44,6 +44,7 @@ class SentryBackend(SentryBackendBase):
             head=head,
             tags=self.settings.tags,
             profiler=self.profiler,
+            max_queue_size=self.settings.max_queue_size,
             shutdown_timeout_s=self.config.export.shutdown_timeout,
         )
         return (self.processor,)

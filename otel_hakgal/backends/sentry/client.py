@@ -10,7 +10,9 @@ sentry-sdk back the client that was running before.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import sentry_sdk
@@ -20,15 +22,17 @@ from opentelemetry.trace import format_span_id, format_trace_id
 
 from otel_hakgal import runtime
 from otel_hakgal.backends.base import QueueStats
+from otel_hakgal.backends.batching import DROPS
 from otel_hakgal.backends.sentry import _compat
 from otel_hakgal.backends.sentry.settings import SentrySettings, profile_session_rate
 from otel_hakgal.delivery import DeliveryLog
+from otel_hakgal.redaction import redact_text
 
 if TYPE_CHECKING:
     from sentry_sdk.client import BaseClient
     from sentry_sdk.integrations import Integration
 
-    from otel_hakgal.config import Config
+    from otel_hakgal.config import Config, RedactionSettings
     from otel_hakgal.redaction import SecretScrubber
 
 logger = logging.getLogger("otel_hakgal")
@@ -36,8 +40,17 @@ delivery_logger = logging.getLogger("otel_hakgal.delivery")  # rate-limited: see
 
 # Envelopes waiting to be sent (Sentry's default, 100, drops a burst of transactions the worker hands over at once).
 TRANSPORT_QUEUE_SIZE: Final = 1000
+# Room the transaction worker leaves in the transport's queue: for errors, profile chunks and client reports,
+# which request threads and the profiler hand over directly, in a flood of transactions too.
+TRANSPORT_RESERVE: Final = 100
+# Longest the worker waits for that room per transaction: beyond it (a Sentry that stopped answering) it hands
+# the transaction over anyway, to be dropped and counted, so its own queue keeps moving.
+HANDOVER_WAIT_S: Final = 2.0
+_HANDOVER_POLL_S: Final = 0.002
 # Event hint key: the scrubber in force when a transaction's root span ended (it is sent later, off-thread).
 HINT_SCRUBBER: Final = "otel_hakgal_scrubber"
+# A Sentry DSN's public key: 32 hex digits.
+_PUBLIC_KEY: Final = re.compile(r"[0-9a-f]{32}")
 
 
 def recording_transport(log: DeliveryLog) -> type[_compat.HookedHttpTransport]:
@@ -64,16 +77,44 @@ def recording_transport(log: DeliveryLog) -> type[_compat.HookedHttpTransport]:
                 delivery_logger.warning("Sentry answered HTTP %s; its events are dropped", response.status)
             return response
 
+        def on_dropped_event(self, reason: str) -> None:
+            super().on_dropped_event(reason)
+            if reason == "full_queue":
+                DROPS.noticed()  # counted by the hooked transport; reported with every other drop
+
     return RecordingTransport
+
+
+def wait_for_transport_room(transport: object, timeout_s: float = HANDOVER_WAIT_S) -> bool:
+    """Wait up to ``timeout_s`` until ``transport``'s queue has more than :data:`TRANSPORT_RESERVE` free slots.
+
+    The transaction worker calls this before each hand-over: a burst then waits in the worker's own
+    (larger, counted) queue instead of overflowing the transport's, which drops silently. False on timeout.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        depth = _compat.transport_queue(transport)
+        if depth is None or depth[0] < depth[1] - min(TRANSPORT_RESERVE, depth[1] // 2):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_HANDOVER_POLL_S)
 
 
 def scrub_event(event: Any, hint: Any) -> Any:
     """``before_send``/``before_breadcrumb``: the layer's one secret policy, applied to errors too.
 
     Errors and breadcrumbs are prepared where they are captured, under the runtime in force.
+    Stack-frame local variables (``include_local_variables``) may hold user text: they follow
+    ``redaction.text_mode`` as command and question text do.
     """
-    scrubber = runtime.current.scrubber
-    return event if scrubber is None else scrubber.scrub_data(event)
+    current = runtime.current
+    scrubber = current.scrubber
+    if scrubber is None or not isinstance(event, dict):
+        return event
+    event = _keeping_dsc(event, scrubber, scrubber.scrub_data)
+    redact_local_variables(event, current.config.redaction, scrubber)
+    return event
 
 
 def scrub_transaction(event: Any, hint: Any) -> Any:
@@ -84,7 +125,74 @@ def scrub_transaction(event: Any, hint: Any) -> Any:
     """
     scrubber: SecretScrubber | None
     scrubber = hint[HINT_SCRUBBER] if hint and HINT_SCRUBBER in hint else runtime.current.scrubber
-    return event if scrubber is None else scrubber.scrub_transaction(event)
+    if scrubber is None or not isinstance(event, dict):
+        return event
+    return _keeping_dsc(event, scrubber, scrubber.scrub_transaction)
+
+
+def _keeping_dsc(event: dict[str, Any], scrubber: SecretScrubber, scrub: Callable[[Any], Any]) -> Any:
+    """``scrub(event)``, its dynamic sampling context scrubbed apart, keeping the DSC's public key.
+
+    sentry-sdk moves the DSC (``contexts.trace.dynamic_sampling_context``) to the envelope's ``trace``
+    header after these hooks. Sentry routes and samples a trace by its ``public_key``, which is public by
+    design (browser SDKs ship it), so a key of Sentry's form (32 hex digits) stays as it is even where the
+    scrubber knows it as part of the DSN; every other DSC value, and a key of any other form, is scrubbed.
+    """
+    trace = _trace_context(event)
+    dsc = trace.pop("dynamic_sampling_context", None) if trace is not None else None
+    scrubbed = scrub(event)
+    trace = _trace_context(scrubbed)
+    if not isinstance(dsc, dict) or trace is None:
+        return scrubbed
+    public_key = dsc.get("public_key")
+    dsc = scrubber.scrub_data(dsc)
+    if isinstance(public_key, str) and _PUBLIC_KEY.fullmatch(public_key):
+        dsc["public_key"] = public_key
+    trace["dynamic_sampling_context"] = dsc
+    return scrubbed
+
+
+def _trace_context(event: Any) -> dict[str, Any] | None:
+    contexts = event.get("contexts") if isinstance(event, dict) else None
+    trace = contexts.get("trace") if isinstance(contexts, dict) else None
+    return trace if isinstance(trace, dict) else None
+
+
+def _frames(event: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The stack frames of an event's exceptions and threads (``attach_stacktrace``)."""
+    for section in ("exception", "threads"):
+        container = event.get(section)
+        values = container.get("values") if isinstance(container, dict) else None
+        for value in values if isinstance(values, list) else ():
+            stacktrace = value.get("stacktrace") if isinstance(value, dict) else None
+            frames = stacktrace.get("frames") if isinstance(stacktrace, dict) else None
+            yield from (frame for frame in frames or () if isinstance(frame, dict))
+
+
+def redact_local_variables(event: dict[str, Any], redaction: RedactionSettings, scrubber: SecretScrubber) -> None:
+    """Apply ``redaction.text_mode`` to every stack-frame local variable value, in place.
+
+    Which locals hold user text (a question, a path, a KB name) is unknown, so every string value is
+    treated as such: scrubbed and cut to ``max_text_length`` (``truncate``), hashed (``hash``), or, with
+    ``omit``, the frame's ``vars`` are dropped.
+    """
+    for frame in _frames(event):
+        if "vars" not in frame:
+            continue
+        if redaction.text_mode == "omit":
+            del frame["vars"]
+        else:
+            frame["vars"] = _redacted_value(frame["vars"], redaction, scrubber)
+
+
+def _redacted_value(value: Any, redaction: RedactionSettings, scrubber: SecretScrubber) -> Any:
+    if isinstance(value, str):
+        return redact_text(value, redaction, scrubber) or ""
+    if isinstance(value, dict):
+        return {key: _redacted_value(item, redaction, scrubber) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted_value(item, redaction, scrubber) for item in value]
+    return value
 
 
 def _otel_propagation_context() -> tuple[str, str] | None:
@@ -127,12 +235,18 @@ class SentryClient:
             profile_session_sample_rate=profile_session_rate(settings) or None,
             profile_lifecycle="trace",
             send_default_pii=settings.send_default_pii,
+            include_local_variables=settings.include_local_variables,
             attach_stacktrace=settings.attach_stacktrace,
             instrumenter="otel",  # Sentry's own tracing (Flask transactions, stdlib spans) stays off
             # Auto-enabled integrations (httpx, openai, ...) would only shadow what OTel already traces,
             # at a cost on every call; errors and request data come from the integrations passed in.
             auto_enabling_integrations=False,
             transport_queue_size=TRANSPORT_QUEUE_SIZE,
+            # The backpressure monitor halves sentry-sdk's own sampling while the transport is unhealthy. Here
+            # the OTel sampler decides once for every backend and the layer builds the transactions, so it
+            # would only add a thread and, were it ever consulted, drop traces silently that other backends
+            # keep. Overload is met by sized queues instead, and what they drop is counted and reported.
+            enable_backpressure_handling=False,
             integrations=list(integrations),
             shutdown_timeout=config.export.shutdown_timeout,
             transport=recording_transport(delivery),

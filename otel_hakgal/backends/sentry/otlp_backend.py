@@ -11,16 +11,20 @@ Ops, tags and measurements are derived by Sentry on ingest.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from otel_hakgal.backends.sentry.common import SentryBackendBase
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import SpanExporter
     from sentry_sdk.integrations import Integration
 
     from otel_hakgal.backends.sentry.client import SentryClient
     from otel_hakgal.backends.sentry.propagator import DscHead
+    from otel_hakgal.delivery import DeliveryLog
+
+EXPORT_TIMEOUT_S: Final = 10.0  # per request, the OTLP exporter's default
 
 
 class SentryOtlpBackend(SentryBackendBase):
@@ -43,12 +47,30 @@ class SentryOtlpBackend(SentryBackendBase):
 
             # Before the exporter's processor: root spans get sentry.profiler_id while still writable.
             profiling = (ProfilingSpanProcessor(self.profiler),)
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
         from otel_hakgal.backends.batching import CountingBatchSpanProcessor
-        from otel_hakgal.backends.http_session import RecordingSession
-        from otel_hakgal.backends.sentry._compat import otlp_traces_target
 
-        endpoint, headers = otlp_traces_target(self.settings.dsn)
-        exporter = OTLPSpanExporter(endpoint=endpoint, headers=headers, session=RecordingSession(self.delivery))
+        exporter = sentry_otlp_exporter(self.settings.dsn, self.delivery)
         return (*profiling, CountingBatchSpanProcessor(exporter, self.config))
+
+
+def sentry_otlp_exporter(dsn: str, delivery: DeliveryLog) -> SpanExporter:
+    """An OTLP span exporter to Sentry's endpoint for ``dsn`` that reads none of the ``OTEL_EXPORTER_OTLP_*``
+    variables: those configure the ``otlp`` backend's collector, and its credentials must not reach Sentry.
+
+    Endpoint, timeout and compression are given (the exporter reads the environment only for what is not);
+    headers and TLS files, which it merges from the environment regardless, are kept out by the session.
+    """
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from otel_hakgal.backends.sentry._compat import otlp_traces_target
+    from otel_hakgal.backends.sentry.otlp_session import OwnHeadersSession
+
+    endpoint, headers = otlp_traces_target(dsn)
+    return OTLPSpanExporter(
+        endpoint=endpoint,
+        headers=headers,
+        timeout=EXPORT_TIMEOUT_S,
+        compression=Compression.NoCompression,
+        session=OwnHeadersSession(delivery, headers),
+    )

@@ -56,17 +56,28 @@ class ClientDscHead:
         return Baggage(sentry_items=items, mutable=False)
 
 
-def incoming_dsc(context: Context | None = None) -> Baggage | None:
-    """The upstream's dynamic sampling context, if the trace came in with Sentry baggage."""
-    incoming = get_value(SENTRY_BAGGAGE_KEY, context)
-    return incoming if isinstance(incoming, Baggage) and incoming.sentry_items else None
+def dsc_of_trace(baggage: object, trace_id: int) -> Baggage | None:
+    """``baggage`` if it is a Sentry DSC of trace ``trace_id``, else None.
+
+    A DSC names its trace: one that came with another trace (a stale ``sentry-trace_id`` next to an
+    all-zero ``sentry-trace``) or with none (``sentry-trace`` without Sentry baggage) does not
+    describe this one, so it is not passed on and this process heads the trace's DSC instead.
+    """
+    if not isinstance(baggage, Baggage) or not baggage.sentry_items:
+        return None
+    return baggage if baggage.sentry_items.get("trace_id") == format_trace_id(trace_id) else None
+
+
+def incoming_dsc(trace_id: int, context: Context | None = None) -> Baggage | None:
+    """The upstream's dynamic sampling context of trace ``trace_id``, if the trace came in with one."""
+    return dsc_of_trace(get_value(SENTRY_BAGGAGE_KEY, context), trace_id)
 
 
 def dynamic_sampling_context(
     span_context: SpanContext, head: DscHead | None, context: Context | None = None
 ) -> Baggage | None:
-    """The trace's DSC: the upstream's if it sent one (it is frozen), else this process heads it."""
-    incoming = incoming_dsc(context)
+    """The trace's DSC: the upstream's if it sent one for this trace (it is frozen), else this process heads it."""
+    incoming = incoming_dsc(span_context.trace_id, context)
     if incoming is not None or head is None:
         return incoming
     return head(span_context)
@@ -103,29 +114,15 @@ class SentryTracePropagator(TextMapPropagator):
         raw = getter.get(carrier, SENTRY_TRACE_HEADER)
         data = extract_sentrytrace_data(raw[0]) if raw else None
 
-        if from_traceparent:  # W3C wins; keep Sentry's DSC only when it belongs to the same trace
-            trace_id = format_trace_id(existing.trace_id)
-            if baggage is not None and baggage.sentry_items.get("trace_id") == trace_id:
-                baggage.freeze()
-                context = set_value(SENTRY_BAGGAGE_KEY, baggage, context)
-            if data and data.get("trace_id") == trace_id:
+        if from_traceparent:  # W3C wins; keep Sentry's data only when it belongs to the same trace
+            if data and data.get("trace_id") == format_trace_id(existing.trace_id):
                 context = set_value(SENTRY_TRACE_KEY, data, context)
+            return _with_dsc(context, baggage, existing.trace_id)
+        span_context = _continued(data)
+        if span_context is None:  # none, malformed or all-zero ids: a new trace starts, and heads its own DSC
             return context
-        if not data or not data.get("trace_id") or not data.get("parent_span_id"):
-            return context
-
         context = set_value(SENTRY_TRACE_KEY, data, context)
-        if baggage is None:
-            baggage = Baggage(sentry_items={})
-        baggage.freeze()
-        context = set_value(SENTRY_BAGGAGE_KEY, baggage, context)
-        sampled = data.get("parent_sampled") is not False
-        span_context = SpanContext(
-            trace_id=int(str(data["trace_id"]), 16),
-            span_id=int(str(data["parent_span_id"]), 16),
-            is_remote=True,
-            trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT),
-        )
+        context = _with_dsc(context, baggage, span_context.trace_id)
         return trace.set_span_in_context(NonRecordingSpan(span_context), context)
 
     def inject(
@@ -156,3 +153,26 @@ class SentryTracePropagator(TextMapPropagator):
     @property
     def fields(self) -> set[str]:
         return {SENTRY_TRACE_HEADER, BAGGAGE_HEADER}
+
+
+def _continued(data: dict[str, str | bool | None] | None) -> SpanContext | None:
+    """The remote parent a ``sentry-trace`` names; None unless both its ids are there and not all zero."""
+    if not data or not data.get("trace_id") or not data.get("parent_span_id"):
+        return None
+    sampled = data.get("parent_sampled") is not False
+    span_context = SpanContext(
+        trace_id=int(str(data["trace_id"]), 16),
+        span_id=int(str(data["parent_span_id"]), 16),
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT),
+    )
+    return span_context if span_context.is_valid else None
+
+
+def _with_dsc(context: Context, baggage: Baggage | None, trace_id: int) -> Context:
+    """``context`` carrying the incoming Sentry DSC, frozen, if it is one of trace ``trace_id``."""
+    dsc = dsc_of_trace(baggage, trace_id)
+    if dsc is None:
+        return context
+    dsc.freeze()
+    return set_value(SENTRY_BAGGAGE_KEY, dsc, context)

@@ -10,7 +10,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from otel_hakgal.config import number_range, setting
+from otel_hakgal.backends.sentry.worker import DEFAULT_QUEUE_SIZE
+from otel_hakgal.config import number_range, positive, setting
 
 if TYPE_CHECKING:
     from otel_hakgal.config import Config
@@ -57,9 +58,23 @@ class SentrySettings:
         validate=_rate,
     )
     send_default_pii: bool = setting(False, "Let Sentry attach IP addresses, cookies and user data.")
+    include_local_variables: bool = setting(
+        False,
+        "Attach the local variables of each stack frame to errors. They may hold user text: each value"
+        " passes the secret scrubber and `redaction.text_mode` (cut to `redaction.max_text_length`, hashed,"
+        " or, with `omit`, no variables at all).",
+    )
     attach_stacktrace: bool = setting(True, "Attach stack traces to messages too.")
     tags: dict[str, str] = setting(
         {"component": "hak-gal-api", "system": "reasoning-engine"}, "Tags on every event and transaction."
+    )
+    max_queue_size: int = setting(
+        DEFAULT_QUEUE_SIZE,
+        "Transactions waiting to be converted and handed to sentry-sdk's transport, off the request thread"
+        " (backend `sentry`; `sentry-otlp` queues in `batch.max_queue_size`). The worker waits for room in the"
+        " transport's queue, so a burst waits here; beyond this many, transactions are dropped, counted in"
+        " `otel_hakgal.export.dropped` and reported in a warning.",
+        validate=positive,
     )
     compression_level: int = setting(
         1,

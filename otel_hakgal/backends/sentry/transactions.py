@@ -28,11 +28,12 @@ from sentry_sdk.tracing import TransactionSource, get_span_status_from_http_code
 
 from otel_hakgal import runtime
 from otel_hakgal.backends.base import QueueStats
+from otel_hakgal.backends.batching import DROPS
 from otel_hakgal.backends.sentry import _compat
 from otel_hakgal.backends.sentry._compat import SENTRY_BAGGAGE_KEY, SPAN_ORIGIN, Baggage, format_timestamp
-from otel_hakgal.backends.sentry.client import HINT_SCRUBBER
+from otel_hakgal.backends.sentry.client import HINT_SCRUBBER, wait_for_transport_room
 from otel_hakgal.backends.sentry.profiling import PROFILER_ID, THREAD_ID, THREAD_NAME, ProfiledRoot, SentryProfiler
-from otel_hakgal.backends.sentry.propagator import DscHead
+from otel_hakgal.backends.sentry.propagator import DscHead, dsc_of_trace
 from otel_hakgal.backends.sentry.vocabulary import (
     GEN_AI_OPS,
     HAKGAL_OPS,
@@ -315,10 +316,15 @@ class SentryTransactionProcessor(SpanProcessor):
         root = self._roots.get(parent.span_id) if parent is not None and not parent.is_remote else None
         if root is None:
             root = span_id
-            incoming = get_value(SENTRY_BAGGAGE_KEY, parent_context) if parent is not None else None
+            # The upstream's DSC, only if it is one of this span's trace (else this process heads it).
+            incoming = (
+                dsc_of_trace(get_value(SENTRY_BAGGAGE_KEY, parent_context), span.context.trace_id)
+                if parent is not None
+                else None
+            )
             profiler = self.profiler
             profile = profiler.root_started() if profiler is not None and span.context.trace_flags.sampled else None
-            self._open[span_id] = _OpenTransaction(incoming if isinstance(incoming, Baggage) else None, profile)
+            self._open[span_id] = _OpenTransaction(incoming, profile)
             if len(self._open) > self.max_open_transactions and _forget_oldest_transaction(self._open):
                 self.forgotten_transactions += 1
         self._roots[span_id] = root
@@ -355,7 +361,8 @@ class SentryTransactionProcessor(SpanProcessor):
             return
         # Sent in the scopes of this thread, as Sentry's own processor would, not the worker's.
         isolation, current = sentry_sdk.get_isolation_scope(), sentry_sdk.get_current_scope()
-        self.worker.submit(lambda: self._send_in(isolation, current, span, transaction, scrubber))
+        if not self.worker.submit(lambda: self._send_in(isolation, current, span, transaction, scrubber)):
+            DROPS.noticed()  # the worker counted it; reported with every other drop
 
     def _send_in(
         self,
@@ -366,12 +373,16 @@ class SentryTransactionProcessor(SpanProcessor):
         scrubber: SecretScrubber | None,
     ) -> None:
         with use_isolation_scope(isolation), use_scope(current):
-            self._send(root, transaction, scrubber)
+            self._send(root, transaction, scrubber, wait=True)
 
-    def _send(self, root: ReadableSpan, transaction: _OpenTransaction, scrubber: SecretScrubber | None) -> None:
+    def _send(
+        self, root: ReadableSpan, transaction: _OpenTransaction, scrubber: SecretScrubber | None, wait: bool = False
+    ) -> None:
         client = self.client
         if client.transport is None:  # no DSN, or closed since
             return
+        if wait:  # on the worker: a burst waits in its queue, not overflowing the transport's
+            wait_for_transport_room(client.transport)
         event, spans = self.transaction_event(root, transaction)
         send_transaction(
             client,
@@ -393,7 +404,9 @@ class SentryTransactionProcessor(SpanProcessor):
         mapped = map_span(root)
         data: dict[str, Any] = {}
         status = _with_http_status(mapped, tags, data)
-        dsc = transaction.incoming or (self.head(root.context) if self.head is not None else None)
+        dsc = transaction.incoming
+        if dsc is None and self.head is not None:
+            dsc = self.head(root.context)
         trace_context: dict[str, Any] = {
             "trace_id": trace_id,
             "span_id": format_span_id(root.context.span_id),

@@ -1,0 +1,169 @@
+"""What the service logs passes the same secret scrubber as its telemetry.
+
+The service's own log lines carry secrets too: werkzeug's access log prints
+the request line with its ``?api_key=`` value, and an application that logs a
+failed command prints the exception message with whatever key it quotes.
+:func:`install` (called by ``setup()``) wraps the process's LogRecord factory
+once, so every record of every logger is scrubbed when it is made, before any
+filter or handler sees it, including handlers added later:
+
+- the message (``record.getMessage()``) is scrubbed and cut to
+  ``redaction.max_attribute_length``; only when that changes it are ``msg``
+  and ``args`` replaced by the result (``args = ()``);
+- a record with ``exc_info`` gets its traceback formatted once, scrubbed, with
+  each line cut to the same length, into ``exc_text``, which the standard
+  ``Formatter`` prints instead of formatting the traceback again;
+- ``stack_info`` is scrubbed.
+
+The scrubber is read from :data:`otel_hakgal.runtime.current` on every
+record, so a reconfiguration applies at once; with telemetry idle or disabled,
+one built from the running configuration is used. ``redaction.scrub_logs =
+false`` turns the rewriting off. The factory runs only for records a logger
+actually makes (after the level check), so disabled debug logging costs
+nothing.
+
+Noisy loggers (:data:`NOISY_LOGGERS`) that log client input at WARNING on
+every request get a rate limit and short arguments too: OTel's baggage
+propagator logs a whole oversize ``baggage`` header (20 KB) per request. Their
+string arguments are cut to :data:`NOISY_ARG_LENGTH` characters with the
+original length noted, and one :class:`~otel_hakgal.log_limits.WarningBudget`
+lets one WARNING-or-worse record a minute through; the next one that passes
+says how many were suppressed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Final
+
+from otel_hakgal import runtime
+from otel_hakgal.config import Config
+from otel_hakgal.log_limits import INTERVAL_S, WarningBudget
+from otel_hakgal.redaction import SecretScrubber
+
+# Loggers that log client-controlled input on every request: rate-limited, with short arguments.
+NOISY_LOGGERS: Final = frozenset({"opentelemetry.baggage.propagation"})
+NOISY_ARG_LENGTH: Final = 64
+# The key the message is scrubbed under: names no secret, so only what is in the text is redacted.
+_MESSAGE_KEY: Final = "log.message"
+_CUT: Final = "…"
+
+# Formats tracebacks as the standard handlers would (their default formatException).
+_FORMATTER: Final = logging.Formatter()
+
+RecordFactory = Callable[..., logging.LogRecord]
+
+
+class _State:
+    lock = threading.Lock()
+    factory: RecordFactory | None = None  # ours, once installed
+    budget: WarningBudget | None = None
+    # The scrubber built for a configuration that runs without one (idle, disabled).
+    fallback: tuple[Config, SecretScrubber] | None = None
+
+
+_busy = threading.local()  # a record made while scrubbing one (a log call in the scrubber) is left alone
+
+
+def install(interval_s: float = INTERVAL_S) -> WarningBudget:
+    """Scrub every log record from now on, and rate-limit :data:`NOISY_LOGGERS`; idempotent.
+
+    Returns the noisy loggers' budget (its ``suppressed`` counts the records refused).
+    """
+    with _State.lock:
+        if _State.factory is None:
+            _State.factory = _scrubbing(logging.getLogRecordFactory())
+            logging.setLogRecordFactory(_State.factory)
+        if _State.budget is None:
+            _State.budget = WarningBudget(interval_s)
+            for name in sorted(NOISY_LOGGERS):
+                logging.getLogger(name).addFilter(_BudgetFilter(_State.budget))
+        return _State.budget
+
+
+def suppressed() -> int:
+    """Records of the noisy loggers suppressed so far (0 before :func:`install`)."""
+    budget = _State.budget
+    return 0 if budget is None else budget.suppressed
+
+
+class _BudgetFilter(logging.Filter):
+    """WARNING-or-worse records pass as the budget admits them; lower levels always pass."""
+
+    def __init__(self, budget: WarningBudget) -> None:
+        super().__init__()
+        self.budget = budget
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING or self.budget.admit(record)
+
+
+def _scrubbing(make: RecordFactory) -> RecordFactory:
+    """``make`` (the factory in place), followed by :func:`redact_record`."""
+
+    def make_scrubbed_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        if getattr(_busy, "active", False):
+            return record
+        _busy.active = True
+        try:
+            scrubber = active_scrubber()
+            if scrubber is not None:
+                redact_record(record, scrubber)
+        except Exception:  # a log call must never fail over its scrubbing: the record stays as made
+            pass
+        finally:
+            _busy.active = False
+        return record
+
+    return make_scrubbed_record
+
+
+def active_scrubber() -> SecretScrubber | None:
+    """The scrubber for log records now: the running one, ``None`` when ``redaction.scrub_logs`` is off."""
+    rt = runtime.current
+    if not rt.config.redaction.scrub_logs:
+        return None
+    if rt.scrubber is not None:
+        return rt.scrubber
+    fallback = _State.fallback
+    if fallback is None or fallback[0] is not rt.config:
+        fallback = _State.fallback = (rt.config, SecretScrubber.for_config(rt.config))
+    return fallback[1]
+
+
+def redact_record(record: logging.LogRecord, scrubber: SecretScrubber) -> None:
+    """Scrub and cut ``record``'s message, traceback and stack in place (see the module docstring)."""
+    if record.name in NOISY_LOGGERS and isinstance(record.args, tuple):
+        record.args = tuple(_short(arg) for arg in record.args)
+    limit = scrubber.max_length
+    message = record.getMessage()
+    if limit is None:
+        clean = scrubber.scrub(message)
+    else:
+        clean = scrubber.scrub_value(_MESSAGE_KEY, message)
+        if len(message) > limit:
+            clean = clean[: max(limit - 1, 0)] + _CUT
+    if clean is not message and clean != message:
+        record.msg = clean
+        record.args = ()
+    if record.exc_info and record.exc_info[0] is not None:
+        record.exc_text = _cut_lines(scrubber.scrub(_FORMATTER.formatException(record.exc_info)), limit)
+    if record.stack_info:
+        record.stack_info = _cut_lines(scrubber.scrub(record.stack_info), limit)
+
+
+def _short(arg: object) -> object:
+    if isinstance(arg, str) and len(arg) > NOISY_ARG_LENGTH:
+        return f"{arg[:NOISY_ARG_LENGTH]}{_CUT}({len(arg)} characters)"
+    return arg
+
+
+def _cut_lines(text: str, limit: int | None) -> str:
+    """``text`` with each line cut to ``limit``: a traceback keeps its shape and its last line."""
+    if limit is None or len(text) <= limit:
+        return text
+    lines = text.split("\n")
+    return "\n".join(line if len(line) <= limit else line[: max(limit - 1, 0)] + _CUT for line in lines)
