@@ -37,8 +37,10 @@ User text (command and question text, the formula: see
 ``redaction.text_mode``, whichever method sets it (``set_formula``,
 ``set_attribute``, a step's ``attributes``). When an operation fails, the user
 text of the operation and of the operations around it is masked in the
-exception message, stack trace and status description the same way, so an
-error that quotes the text does not carry it past ``text_mode``.
+exception message, stack trace and status description (and a prover's
+reason) the same way, so an error that quotes the text does not carry it past
+``text_mode``. ``set_answer`` takes a verdict from a closed set, not user
+text, and records it as is.
 """
 
 from __future__ import annotations
@@ -483,15 +485,19 @@ class ProverOp(Operation):
         return rt.tracer.start_span(SpanName.PROVER.format(prover=name), kind=self.kind, attributes=attributes)
 
     def set_result(self, result: ProverResult | str, reason: str | None = None) -> None:
-        """Record the prover's verdict (a :class:`ProverResult`; anything else is ``_OTHER``) and its reason."""
+        """Record the prover's verdict (a :class:`ProverResult`; anything else is ``_OTHER``) and its reason.
+
+        The reason may quote the goal, so the question's text is masked in it as in error messages.
+        """
         self._result = value = _prover_results(result)
+        reason = self._masked(reason)
         if reason is not None:
             self.span.set_attribute(Attr.PROVER_REASON, reason)
         if self._error_type is None:
             if value == ProverResult.TIMEOUT:
-                self._mark_failed(ErrorType.TIMEOUT, self._masked(reason))
+                self._mark_failed(ErrorType.TIMEOUT, reason)
             elif value == ProverResult.ERROR:
-                self._mark_failed(ErrorType.OTHER, self._masked(reason))
+                self._mark_failed(ErrorType.OTHER, reason)
 
     @property
     def result(self) -> str:

@@ -812,8 +812,8 @@ def _load_backend(name: str, config: Config, problems: list[str]) -> Any:
 def probe_config(config: Config) -> list[str]:
     """What only I/O finds wrong with a valid ``config`` here (a jsonl path that cannot be written).
 
-    For ``check-config``: each selected backend's optional ``probe(config, settings)``
-    classmethod looks, creating nothing. ``setup()`` does not fail on these: such a
+    For ``check-config``: each selected backend's ``probe(config, settings)`` classmethod
+    looks, creating nothing. ``setup()`` does not fail on these: such a
     backend warns when it starts and its ``force_flush()`` returns False, while the
     other backends work on.
     """
@@ -821,9 +821,9 @@ def probe_config(config: Config) -> list[str]:
     if config.disabled:
         return problems
     for name in config.backends:
-        probe = getattr(_load_backend(name, config, problems), "probe", None)
-        if callable(probe):
-            problems.extend(probe(config, config.settings_for(name)))
+        backend = _load_backend(name, config, problems)
+        if backend is not None:
+            problems.extend(backend.probe(config, config.settings_for(name)))
     return problems
 
 

@@ -103,6 +103,16 @@ class Outcome(StrEnum):
     # The client's mistake (unknown verb, invalid or missing argument): answered 4xx, not counted as an error.
     REJECTED = "rejected"
 
+    @property
+    def failed(self) -> bool:
+        """Whether error rates count it: an error or a timeout, never a rejection."""
+        return self in (Outcome.ERROR, Outcome.TIMEOUT)
+
+
+# The outcomes error rates count, and the same as a PromQL regex (alerts, dashboards, reports).
+FAILED_OUTCOMES: Final = frozenset(o.value for o in Outcome if o.failed)
+FAILED_OUTCOMES_REGEX: Final = "|".join(sorted(FAILED_OUTCOMES))
+
 
 class CacheName(StrEnum):
     PROOF = "proof"

@@ -65,6 +65,15 @@ class HakgalDistro(BaseDistro):  # type: ignore[misc]
         if os.environ["OTEL_PYTHON_CONFIGURATOR"] == LAUNCHER_ENTRY_POINT_NAME:
             quiet_skipped_configurators()
 
+    def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        # Apps that never call instrument_flask: a request no route matched is named by its method
+        # alone, so 404 scans cannot create a span name per path.
+        if entry_point.name == "flask":
+            from otel_hakgal.context import flask_request_hook
+
+            kwargs.setdefault("request_hook", flask_request_hook)
+        super().load_instrumentor(entry_point, **kwargs)
+
 
 class HakgalConfigurator(_BaseConfigurator):
     def _configure(self, **kwargs: Any) -> None:

@@ -28,9 +28,10 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, MetricsData, Nu
 from otel_hakgal.backends.prometheus import label_name, series_names
 from otel_hakgal.conventions import (
     DEFAULT_COST_CURRENCY,
+    FAILED_OUTCOMES,
+    FAILED_OUTCOMES_REGEX,
     Attr,
     Metric,
-    Outcome,
     ProverResult,
     TokenType,
     metric_def,
@@ -108,7 +109,7 @@ API_ERROR_RATE: Final = Indicator(
     key="api_error_rate",
     title="API error rate",
     alert="HakgalApiErrorRateHigh",
-    numerator=f'{COMMAND_COUNT}{{{L_OUTCOME}!="{Outcome.SUCCESS}"}}',
+    numerator=f'{COMMAND_COUNT}{{{L_OUTCOME}=~"{FAILED_OUTCOMES_REGEX}"}}',
     denominator=COMMAND_COUNT,
     threshold=0.05,
     window="5m",
@@ -244,7 +245,7 @@ def _add(snap: Snapshot, point: Point) -> None:
         group = snap.commands[attrs.get(Attr.COMMAND_NAME, "")]
         group.count += point.value
         group.duration_sum += point.sum
-        if attrs.get(Attr.COMMAND_OUTCOME) != Outcome.SUCCESS:
+        if attrs.get(Attr.COMMAND_OUTCOME) in FAILED_OUTCOMES:
             group.failures += point.value
         group.add_durations(point)
     elif name == Metric.PROVER_RUNS:

@@ -564,3 +564,16 @@ def test_an_error_that_wraps_a_masked_one_is_masked_when_reported(text_mode: tup
     assert "RuntimeError: import failed" in stacktrace
     assert name not in stacktrace
     assert f"no such data file: {in_errors(mode, name)!r}" in stacktrace
+
+
+def test_a_prover_reason_that_quotes_the_goal_is_masked(text_mode: tuple[str, TelemetryRecorder]) -> None:
+    mode, recorder = text_mode
+    formula = "Nachbar(Frankreich, Deutschland_" + "z" * 30 + ")."
+    with hg.query("Sind Frankreich und Deutschland Nachbarn?") as query:
+        query.set_formula(formula)
+        with hg.prover("oracle") as run:
+            run.set_result(ProverResult.ERROR, reason=f"oracle rejected goal {formula}")
+    span = recorder.span("hakgal.prover oracle")
+    expected = f"oracle rejected goal {in_errors(mode, formula)}"
+    assert span.attributes[Attr.PROVER_REASON] == expected
+    assert span.status.description == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import re
@@ -9,6 +10,8 @@ import secrets
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -436,3 +439,27 @@ def test_an_unwritable_jsonl_path_warns_at_start_and_otlp_keeps_working(
         output = server.stop()
     _assert_server_span_parents_command(otlp_receiver.wait_for_spans(2), "status")
     assert "otel_hakgal ERROR" not in output and "Traceback" not in output, output
+
+
+def test_an_app_that_never_calls_instrument_flask_names_404s_by_method(
+    otlp_receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """Zero code changes: the launcher's Flask instrumentation gets the layer's request hook."""
+    (tmp_path / "bare_app.py").write_text(
+        "from flask import Flask\n\napp = Flask(__name__)\n\n\n"
+        "@app.get('/hello/<who>')\ndef hello(who: str) -> str:\n    return 'hi ' + who\n"
+    )
+    port = free_port()
+    argv = [INSTRUMENT, str(VENV_BIN / "flask"), "--app", "bare_app", "run", "--port", str(port)]
+    env = _otlp_env(otlp_receiver, PYTHONPATH=str(tmp_path))
+    server = ServerProcess(argv, env, port, cwd=tmp_path)
+    paths = ["/hello/ada", *(f"/.env.{secrets.token_hex(8)}" for _ in range(5)), "/wp-login.php?x=1"]
+    try:
+        server.wait_ready()
+        for path in paths:
+            with contextlib.suppress(urllib.error.HTTPError):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10).close()
+    finally:
+        output = server.stop()
+    spans = [s for s in otlp_receiver.wait_for_spans(len(paths)) if s.kind == SERVER_KIND]
+    assert sorted(s.name for s in spans) == ["GET"] * (len(paths) - 1) + ["GET /hello/<who>"], output

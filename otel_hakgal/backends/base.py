@@ -101,6 +101,14 @@ class Backend:
     # --- lifecycle -----------------------------------------------------------
 
     @classmethod
+    def probe(cls, config: Config, settings: Any) -> list[str]:
+        """For ``check-config`` only: what I/O finds wrong here (a path that cannot be written).
+
+        May look at files and sockets but creates nothing; ``setup()`` never calls it.
+        """
+        return []
+
+    @classmethod
     def check(cls, config: Config, settings: Any) -> list[str]:
         """Problems with this backend's configuration, one line each (empty: fine). Pure: no I/O.
 

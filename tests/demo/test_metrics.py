@@ -17,7 +17,7 @@ KNOWN_WORKLOAD = [
     ("ask What is the capital of France?", 200),  # RAG (3 calls), logicalize, functional proves
     ("ask What is the capital of France?", 200),  # RAG (3 calls), prompt and proof cache hits
     ("ask Is Adam an ancestor of Eva?", 200),  # no passage; logicalize; functional, z3 timeout, pattern
-    ("build_kb missing.txt", 500),  # fails inside
+    ("build_kb damaged.hkb", 500),  # fails inside: the file is not UTF-8
 ]
 PRICES = {"deepseek": (0.27, 1.10), "mistral_ai": (2.0, 6.0), "gcp.gemini": (1.25, 5.0)}  # the default table
 
@@ -52,7 +52,7 @@ def test_command_prover_and_cache_metrics(after_workload: TelemetryRecorder) -> 
         assert value("hakgal.cache.lookups", **{Attr.CACHE_NAME: cache, Attr.CACHE_HIT: True}) == 1
         assert value("hakgal.cache.lookups", **{Attr.CACHE_NAME: cache, Attr.CACHE_HIT: False}) == 2
     assert value("hakgal.errors", **{Attr.ERROR_TYPE: "timeout", Attr.ERROR_SCOPE: "prover"}) == 1
-    assert value("hakgal.errors", **{Attr.ERROR_TYPE: "FileNotFoundError", Attr.ERROR_SCOPE: "command"}) == 1
+    assert value("hakgal.errors", **{Attr.ERROR_TYPE: "UnicodeDecodeError", Attr.ERROR_SCOPE: "command"}) == 1
 
 
 def test_llm_calls_tokens_and_cost_match_the_spans(after_workload: TelemetryRecorder) -> None:

@@ -90,7 +90,12 @@ class SentryTracePropagator(TextMapPropagator):
 
     - continues a trace from ``sentry-trace`` alone (honouring its sampled flag:
       ``-0`` is not sampled, ``-1`` and a deferred decision are), and leaves a
-      trace from ``traceparent`` alone when both are present;
+      trace from ``traceparent`` alone when both are present; an all-zero id
+      starts a new trace;
+    - keeps an incoming Sentry DSC (``sentry-*`` baggage) only when its
+      ``trace_id`` is the continued trace's, so a new trace, or one continued
+      from ``sentry-trace`` without baggage, gets this process's DSC, in the
+      transaction and in every downstream call alike;
     - writes ``sentry-trace`` for every valid span, sampled or not;
     - writes one ``baggage`` header with the ``sentry-*`` entries and the user's
       own entries, where Sentry's propagator would drop the user's.
@@ -106,7 +111,9 @@ class SentryTracePropagator(TextMapPropagator):
     def extract(
         self, carrier: CarrierT, context: Context | None = None, getter: Getter[CarrierT] = default_getter
     ) -> Context:
-        context = get_current() if context is None else context
+        # The W3C baggage propagator (before this one) took the sentry-* entries as baggage too: they are
+        # the DSC, carried below only when it belongs to the trace, so W3C must not pass them on unchecked.
+        context = _without_sentry_entries(get_current() if context is None else context)
         incoming_baggage = getter.get(carrier, BAGGAGE_HEADER)
         baggage = Baggage.from_incoming_header(",".join(incoming_baggage)) if incoming_baggage else None
         existing = trace.get_current_span(context).get_span_context()
@@ -153,6 +160,13 @@ class SentryTracePropagator(TextMapPropagator):
     @property
     def fields(self) -> set[str]:
         return {SENTRY_TRACE_HEADER, BAGGAGE_HEADER}
+
+
+def _without_sentry_entries(context: Context) -> Context:
+    for key in otel_baggage.get_all(context):
+        if key.startswith(Baggage.SENTRY_PREFIX):
+            context = otel_baggage.remove_baggage(key, context)
+    return context
 
 
 def _continued(data: dict[str, str | bool | None] | None) -> SpanContext | None:
