@@ -180,7 +180,7 @@ class Attr:
         "hakgal.query.text", "string", "The question, truncated or hashed per `redaction.text_mode`."
     )
     QUERY_FORMULA: Final = _attribute(
-        "hakgal.query.formula", "string", "The logic formula the question was translated to (truncated)."
+        "hakgal.query.formula", "string", "The formula the question was translated to, per `redaction.text_mode`."
     )
     QUERY_ANSWER: Final = _attribute("hakgal.query.answer", "string", "The answer given (`yes`, `no_or_unknown`).")
     QUERY_OUTCOME: Final = _attribute("hakgal.query.outcome", "string", "How the query ended.", _values(Outcome))

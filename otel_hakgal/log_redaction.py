@@ -141,7 +141,7 @@ def redact_record(record: logging.LogRecord, scrubber: SecretScrubber) -> None:
     limit = scrubber.max_length
     message = record.getMessage()
     if limit is None:
-        clean = scrubber.scrub(message)
+        clean = scrubber.scrub(message, remember=False)
     else:
         clean = scrubber.scrub_value(_MESSAGE_KEY, message)
         if len(message) > limit:
@@ -150,9 +150,9 @@ def redact_record(record: logging.LogRecord, scrubber: SecretScrubber) -> None:
         record.msg = clean
         record.args = ()
     if record.exc_info and record.exc_info[0] is not None:
-        record.exc_text = _cut_lines(scrubber.scrub(_FORMATTER.formatException(record.exc_info)), limit)
+        record.exc_text = _cut_lines(scrubber.scrub(_FORMATTER.formatException(record.exc_info), remember=False), limit)
     if record.stack_info:
-        record.stack_info = _cut_lines(scrubber.scrub(record.stack_info), limit)
+        record.stack_info = _cut_lines(scrubber.scrub(record.stack_info, remember=False), limit)
 
 
 def _short(arg: object) -> object:

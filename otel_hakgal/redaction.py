@@ -42,9 +42,10 @@ if TYPE_CHECKING:
 REDACTED: Final = "[REDACTED]"
 
 # The value of a password or secret assignment: up to whitespace, so "Tr0ub4dor&3xyz" stays
-# whole, except that & , ; end it before another key=value ("?password=abc&x=1") and } ends it
-# where it closes a brace ("{password=abc}").
-_PASSWORD_VALUE: Final = r"(?:[^\s\"'&,;}]|[&,;](?!\s*[a-z_][\w.\-]*\s*[=:])|\}(?=[^\s,;}\])\"']))+"
+# whole, except that , ; end it before another key=value ("password=abc, user=bob") and } ends
+# it where it closes a brace ("{password=abc}"). In a query string (after ? or &) the query
+# pattern takes it instead, up to the next &.
+_PASSWORD_VALUE: Final = r"(?:[^\s\"',;}]|[,;](?!\s*[a-z_][\w.\-]*\s*[=:])|\}(?=[^\s,;}\])\"']))+"
 # Words that follow "password is" in messages about a password, not in one ("password is incorrect").
 _NOT_A_PASSWORD: Final = (
     r"not|too|in(?:correct|valid)|wrong|required|missing|empty|expired|correct|valid|set|reset|changed"
@@ -66,8 +67,9 @@ _SECRET_PATTERN: Final = re.compile(
             r"(?P<basic>\b(?-i:Basic)\s+)(?=\S*(?:[0-9+/=]|(?-i:[a-z][A-Z])))[A-Za-z0-9+/]{8,}={0,2}",
             # query parameters (?key=... Google style, ?sig=..., X-Amz-Signature=...): the value up to
             # & or #; at the start of the text too (url.query, Sentry's request.query_string)
-            r"(?P<query>(?:(?<=[?&])|^)(?:key|auth|sig|api[_\-]?key|apikey|access[_\-]?token|token"
-            r"|(?:[a-z0-9]+[_\-])*signature)=)[^&#\s\"'<>]+",
+            r"(?P<query>(?:(?:(?<=[?&])|^)(?:key|auth|sig|api[_\-]?key|apikey|access[_\-]?token|token"
+            r"|(?:[a-z0-9]+[_\-])*signature)|(?<=[?&])(?:[a-z0-9]+[_\-])*(?:password|passwd|passphrase|pwd|secret))=)"
+            r"[^&#\s\"'<>]+",
             # "password: correct horse battery" (a colon and a space, as in prose or YAML): the
             # words up to the end of the line or sentence
             r"(?P<password_line>\b(?:[a-z0-9]+[_\-])*(?:password|passwd|passphrase|pwd|secret)\b:[ \t]+)"
@@ -348,12 +350,16 @@ class SecretScrubber:
     # --- text ---------------------------------------------------------------
     # The public methods first re-read the environment if due; the private ones do the work.
 
-    def scrub(self, text: str) -> str:
-        """``text`` with every secret replaced; the same object when there was nothing to replace."""
-        self._watch()
-        return self._scrub(text)
+    def scrub(self, text: str, *, remember: bool = True) -> str:
+        """``text`` with every secret replaced; the same object when there was nothing to replace.
 
-    def _scrub(self, text: str) -> str:
+        ``remember=False`` for text that never repeats (log lines): it would only push the
+        repeating span values out of the cache of clean strings.
+        """
+        self._watch()
+        return self._scrub(text, remember)
+
+    def _scrub(self, text: str, remember: bool = True) -> str:
         if not self.enabled:
             return valid_utf8(text)
         if text in self._clean:
@@ -376,6 +382,8 @@ class SecretScrubber:
                 break
         scrubbed = valid_utf8(scrubbed)
         if scrubbed == text:
+            if not remember:
+                return text
             if len(self._clean) >= _CACHE_LIMIT:
                 self._clean.clear()
             self._clean.add(text)
