@@ -123,9 +123,6 @@ _ALNUM_RUN: Final = re.compile(r"[a-z0-9]+")
 _NOT_ALNUM: Final = re.compile(r"[^a-z0-9]+")
 # What a derived copy may put between a secret's letters and digits ("hunter2-x" -> "Hunter2_X").
 _SEPARATOR: Final = r"[^\sa-zA-Z0-9]*"
-# A Sentry DSN's public key (32 hex digits), public by design: not a secret, not learned.
-_DSN_PUBLIC_KEY: Final = re.compile(r"[0-9a-f]{32}", re.IGNORECASE)
-_OWN_DSN_KEY: Final = re.compile(r"[a-z][a-z0-9+.\-]*://([0-9a-f]{32})[:@]", re.IGNORECASE)
 _CACHE_LIMIT: Final = 4096
 # Characters past the length cut that are still scrubbed before cutting (longer than any key format).
 _CUT_MARGIN: Final = 512
@@ -195,11 +192,12 @@ def _literal_parts(value: str) -> list[str]:
 
 def _userinfo_secrets(userinfo: str) -> list[str]:
     """The secrets in a URL's ``user[:password]``: the password; a user without one is a token
-    (``https://<token>@host``), unless it is a DSN's public key."""
+    (``https://<token>@host``), a DSN's public key included: Sentry's envelope headers carry it, but
+    in span data it is a secret (the Sentry backends keep it in the trace header alone)."""
     user, colon, password = userinfo.partition(":")
     if colon:
         return [password] if password else []
-    return [] if _DSN_PUBLIC_KEY.fullmatch(user) else [user]
+    return [user]
 
 
 @functools.lru_cache(maxsize=2 * _LEARNED_LIMIT)  # the index is rebuilt at each learned secret
@@ -270,22 +268,11 @@ class SecretScrubber:
             tuple((probe, regex) for probe, regex, squeezed in entries if squeezed),
         )
         self._clean.clear()  # a value cached as clean may hold a new secret
-        # The public keys of the configured DSNs: Sentry needs them in every trace header.
-        self._own_public_keys = frozenset(
-            match.group(1).lower() for value in self._known if (match := _OWN_DSN_KEY.match(value))
-        )
 
     def _learn(self, secret: str) -> None:
         tokens = [t for t in re.split(r"[\s:@\"']+", secret) if len(t) >= _MIN_LITERAL_LENGTH]
         # A scrubbed text scrubbed again ("password=[REDACTED]") teaches nothing.
-        new = [
-            t
-            for t in tokens
-            if t not in self._known
-            and t not in self._learned
-            and REDACTED not in t
-            and t.lower() not in self._own_public_keys
-        ]
+        new = [t for t in tokens if t not in self._known and t not in self._learned and REDACTED not in t]
         if not new:
             return
         with self._lock:
@@ -397,7 +384,6 @@ class SecretScrubber:
             if kept is not None:
                 secret = whole[len(kept) :]
                 if label == "url":
-                    # Found in span data, even a DSN's public key is a secret: its copies go too.
                     for part in secret[:-1].split(":"):
                         self._learn(part)
                     return kept + REDACTED + "@"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 from otel_hakgal.conventions import Attr
 
@@ -141,3 +141,22 @@ def mask_error_text(error: BaseException, text: str) -> str:
     """
     hidden = hidden_texts(error)
     return TextMask(hidden)(text) if hidden else text
+
+
+def mask_error_data(error: BaseException, data: Any) -> Any:
+    """``data`` (a JSON-like part of an error report about ``error``, such as Sentry's exception
+    values with their frames) with every string masked as :func:`mask_error_text` does, in place."""
+    hidden = hidden_texts(error)
+    return _mask_all(data, TextMask(hidden)) if hidden else data
+
+
+def _mask_all(data: Any, mask: TextMask) -> Any:
+    if isinstance(data, str):
+        return mask(data)
+    if isinstance(data, dict):
+        for key, value in data.items():
+            data[key] = _mask_all(value, mask)
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            data[index] = _mask_all(value, mask)
+    return data

@@ -1,6 +1,6 @@
 """A loopback stand-in for Sentry's ingest: envelopes and OTLP traces, kept in memory.
 
-Point the Sentry SDK at :attr:`SentryReceiver.dsn` (``http://public@127.0.0.1:<port>/1``).
+Point the Sentry SDK at :attr:`SentryReceiver.dsn` (``http://<32 hex>@127.0.0.1:<port>/1``).
 It accepts
 
 - ``POST /api/<project>/envelope/`` (plain or gzip): one JSON header line, then
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import secrets
 import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -75,8 +76,12 @@ def parse_envelope(body: bytes, project: str = "", request_headers: dict[str, st
 class SentryReceiver(LoopbackServer):
     """Sentry ingest on 127.0.0.1. Use as a context manager or call ``start``/``stop``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, project: str = "1") -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, project: str = "1", public_key: str | None = None
+    ) -> None:
+        """``public_key``: the DSN's key, 32 hex digits as Sentry issues them (random by default)."""
         self.project = project
+        self.public_key = public_key or secrets.token_hex(16)
         self._envelopes: list[Envelope] = []
         self._otlp_spans: list[ReceivedSpan] = []
         self.otlp_request_headers: list[dict[str, str]] = []
@@ -89,7 +94,7 @@ class SentryReceiver(LoopbackServer):
     @property
     def dsn(self) -> str:
         host = self._server.server_address[0]
-        return f"http://public@{host!s}:{self.port}/{self.project}"
+        return f"http://{self.public_key}@{host!s}:{self.port}/{self.project}"
 
     # --- what arrived ---
 

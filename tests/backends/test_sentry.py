@@ -40,7 +40,7 @@ PUBLIC_KEY: Final = secrets.token_hex(16)
 
 def dsn(receiver: SentryReceiver) -> str:
     """``receiver``'s DSN with the realistic :data:`PUBLIC_KEY`."""
-    return receiver.dsn.replace("//public@", f"//{PUBLIC_KEY}@", 1)
+    return receiver.dsn.replace(f"//{receiver.public_key}@", f"//{PUBLIC_KEY}@", 1)
 
 
 # --- the service under test, and a downstream that records headers ----------------
@@ -488,6 +488,28 @@ def test_envelopes_carry_the_dsn_public_key_where_sentry_needs_it_and_nowhere_el
     assert sum(body.count(PUBLIC_KEY.encode()) for body in sentry_receiver.bodies) == len(traced)
 
 
+def test_the_dsn_public_key_in_a_captured_header_is_not_span_data(
+    sentry_receiver: SentryReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A browser SDK or a sibling service on the same DSN sends our key in its baggage; captured request
+    # headers would copy it into span data.
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "baggage")
+    incoming = {
+        "sentry-trace": f"{TRACE_ID}-{PARENT_ID}-1",
+        "baggage": f"sentry-trace_id={TRACE_ID},sentry-public_key={PUBLIC_KEY}",
+    }
+    with running_service(**_sentry(sentry_receiver)) as (service, handle):
+        assert service.ask(headers=incoming).status_code == 200
+        handle.force_flush(5)
+        [tx] = sentry_receiver.wait_for("transaction")
+
+    assert "http.request.header.baggage" in tx["contexts"]["otel"]["attributes"]  # the header was captured
+    assert _trace_header(sentry_receiver, "transaction")["public_key"] == PUBLIC_KEY
+    for envelope in sentry_receiver.envelopes():
+        for item in envelope.items:
+            assert PUBLIC_KEY not in item.payload.decode("utf-8", "replace"), item.type
+
+
 # --- stack-frame local variables ------------------------------------------------------------------
 
 
@@ -685,3 +707,22 @@ def test_envelope_compression_follows_the_config(
         handle.shutdown()
     (envelope,) = [e for e in sentry_receiver.envelopes() if any(i.type == "transaction" for i in e.items)]
     assert envelope.request_headers.get("content-encoding") == encoding
+
+
+@pytest.mark.parametrize("text_mode", ["omit", "hash"])
+def test_error_events_mask_user_text_as_the_spans_do(sentry_receiver: SentryReceiver, text_mode: str) -> None:
+    """The exception object carries the raw name; Sentry's copy of it follows text_mode like the span's."""
+    name = "notes-" + secrets.token_hex(12)
+    handle = hg.setup(**_sentry(sentry_receiver, **{"redaction.text_mode": text_mode}))
+    try:
+        with pytest.raises(FileNotFoundError) as raised, hg.command("build_kb", text=name):
+            raise FileNotFoundError(f"no knowledge base named {name!r}")
+        hg.capture_exception(raised.value)
+        handle.force_flush(5)
+        [error] = sentry_receiver.wait_for("event")
+    finally:
+        handle.shutdown()
+
+    [value] = error["exception"]["values"]
+    assert value["type"] == "FileNotFoundError" and value["value"].startswith("no knowledge base named ")
+    assert name not in json.dumps(error)

@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sentry_sdk
 
 import otel_hakgal as hg
 from otel_hakgal.backends.batching import DROPS
 from otel_hakgal.backends.memory import MemoryBackend
+from otel_hakgal.backends.sentry.client import TRANSPORT_QUEUE_SIZE
 from otel_hakgal.conventions import Attr, Metric
 from otel_hakgal.testing import SentryReceiver
 from tests.backends.test_sentry import dsn
@@ -118,3 +120,15 @@ def _wait_for_reports(caplog: pytest.LogCaptureFixture, timeout_s: float = 10.0)
         time.sleep(0.05)
     time.sleep(0.3)  # a second report would have come by now, were the reports not limited
     return _drop_reports(caplog)
+
+
+def test_sentry_sdks_backpressure_monitor_is_off(sentry_receiver: SentryReceiver) -> None:
+    # It would halve sentry-sdk's own sampling under load, unseen: the OTel sampler decides once instead,
+    # and overload meets the queues above, whose drops are counted and reported.
+    handle = hg.setup(backends=["sentry"], settings={"sentry.dsn": dsn(sentry_receiver)})
+    try:
+        client = sentry_sdk.get_client()
+        assert client.options["enable_backpressure_handling"] is False and client.monitor is None
+        assert client.options["transport_queue_size"] == TRANSPORT_QUEUE_SIZE
+    finally:
+        handle.shutdown()

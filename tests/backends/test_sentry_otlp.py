@@ -79,7 +79,7 @@ class HeaderRecordingReceiver(OtlpReceiver):
         receiver = self
         base: Any = super()._handler_class()
 
-        class Handler(base):  # type: ignore[misc,valid-type]
+        class Handler(base):  # type: ignore[misc]
             def do_POST(self) -> None:
                 receiver.request_headers.append({k.lower(): v for k, v in self.headers.items()})
                 super().do_POST()

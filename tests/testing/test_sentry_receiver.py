@@ -1,5 +1,6 @@
 import gzip
 import json
+import re
 
 import requests
 
@@ -35,7 +36,8 @@ def test_parses_items_with_and_without_length() -> None:
 def test_receives_plain_and_gzip_envelopes_and_injects_faults() -> None:
     with SentryReceiver() as receiver:
         url = f"http://127.0.0.1:{receiver.port}/api/1/envelope/"
-        assert receiver.dsn == f"http://public@127.0.0.1:{receiver.port}/1"
+        assert re.fullmatch(r"[0-9a-f]{32}", receiver.public_key)
+        assert receiver.dsn == f"http://{receiver.public_key}@127.0.0.1:{receiver.port}/1"
         assert requests.post(url, data=_envelope(), timeout=5).status_code == 200
         gz = requests.post(url, data=gzip.compress(_envelope()), headers={"Content-Encoding": "gzip"}, timeout=5)
         assert gz.status_code == 200

@@ -27,6 +27,7 @@ from otel_hakgal.backends.sentry import _compat
 from otel_hakgal.backends.sentry.settings import SentrySettings, profile_session_rate
 from otel_hakgal.delivery import DeliveryLog
 from otel_hakgal.redaction import redact_text
+from otel_hakgal.user_text import mask_error_data
 
 if TYPE_CHECKING:
     from sentry_sdk.client import BaseClient
@@ -114,6 +115,10 @@ def scrub_event(event: Any, hint: Any) -> Any:
         return event
     event = _keeping_dsc(event, scrubber, scrubber.scrub_data)
     redact_local_variables(event, current.config.redaction, scrubber)
+    exc_info = hint.get("exc_info") if isinstance(hint, dict) else None
+    if exc_info and isinstance(exc_info[1], BaseException) and "exception" in event:
+        # The span's exception event had the user text masked per text_mode; Sentry's copy the same.
+        mask_error_data(exc_info[1], event["exception"])
     return event
 
 
