@@ -219,7 +219,10 @@ def create_app(
         try:
             command = _command_from_request()
         except BadRequest as error:
-            return jsonify({"status": "error", "error": str(error)}), 400
+            response = jsonify({"status": "error", "error": str(error)})
+            # The rest of a refused body is never read: close, so no server parses it as the next request.
+            response.headers["Connection"] = "close"
+            return response, 400
         verb, text = split_command(command)
         return _result_response(get_assistant, command, runner.run(verb, text))
 
