@@ -75,7 +75,8 @@ def _planted(draw: st.DrawFn) -> tuple[str, str]:
     )
     secret = shape.format(s=body)
     before, after = draw(_surrounding), draw(_surrounding)
-    assume(body not in before + after)  # the surroundings hold no other copy of the key
+    # Neither the surroundings nor the shape's own label ("Authorization") hold another copy of the key.
+    assume(body not in before + shape.format(s="") + after)
     return f"{before} {secret} {after}", body
 
 
