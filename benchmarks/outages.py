@@ -15,11 +15,17 @@ Faults of the push backends' receivers (``otlp``, ``sentry``, ``sentry-otlp``):
 scraping every second, as in ``healthy``), ``port-taken`` the metrics port
 already in use when the backend starts (no endpoint; nothing to recover).
 
+Each request also logs one app warning (``hakgal.outage.app``, from an
+``after_request`` hook, so in the request's span): far beyond
+``logs.max_per_second``, so the log records a backend exports meet its fault
+too, and the rate cap drops the rest; the log call's time is in the request's.
+
 Per phase: requests answered, p50 against the same process's healthy phase
 (target <= 1.2), RSS growth over the phase (target < 50 MB), warnings
-(target: at most one export warning, and one per logger, per started minute), deepest export queue
-against its cap, and whether telemetry arrived again after the fault was
-cleared. Prints a table with each target met / NOT met and writes
+(target: at most one export warning, and one per logger, per started minute;
+the app's own warnings are not counted), deepest export queue (spans and log
+records) against its cap, and whether telemetry arrived again after the fault
+was cleared (for ``otlp``: a span and a log record). Prints a table with each target met / NOT met and writes
 ``benchmarks/results/outages.json``.
 """
 
@@ -29,6 +35,7 @@ import argparse
 import contextlib
 import gc
 import json
+import logging
 import math
 import os
 import socket
@@ -78,14 +85,21 @@ class Service:
         from otel_hakgal.demo.api import create_app
         from otel_hakgal.demo.k_assistant import AssistantSettings, KAssistant
         from otel_hakgal.demo.providers import Endpoints
-        from otel_hakgal.testing.outages import WarningCapture
+        from otel_hakgal.testing.outages import APP_LOGGER, WarningCapture
 
         self.backend = backend
         self.target = target
         self.handle = hg.setup(backends=[backend], settings=self._settings(0))
         self.app = create_app(KAssistant.create(Endpoints.on(llm), AssistantSettings()))
+        self.app_log = logging.getLogger(APP_LOGGER)
+        self.app.after_request(self._log_answer)
         self.client = self.app.test_client()
-        self.warnings = WarningCapture().__enter__()
+        self.warnings = WarningCapture(ignore=(APP_LOGGER,)).__enter__()
+
+    def _log_answer(self, response: Any) -> Any:
+        """The app's own warning per request, inside the request's span: log records for the backend."""
+        self.app_log.warning("answered with HTTP %d", response.status_code)
+        return response
 
     def _settings(self, port: int) -> dict[str, Any]:
         settings: dict[str, Any] = {"export.shutdown_timeout": 2.0}
@@ -176,8 +190,9 @@ class Service:
         import otel_hakgal as hg
 
         self.handle.force_flush(15)
+        time.sleep(1.0)  # a second's worth of the log rate cap again, which the phase spent
         with hg.command("status"):
-            pass
+            self.app_log.warning("probe")
         self.handle.force_flush(15)
 
     def close(self) -> None:
@@ -218,7 +233,8 @@ def _probe_arrived(backend: str, receiver: Any) -> bool:
 
     probe = SpanName.COMMAND.format(verb="status")
     if backend == "otlp":
-        return any(span.name == probe for span in receiver.spans())
+        spans = any(span.name == probe for span in receiver.spans())
+        return spans and any(record.body == "probe" for record in receiver.logs())
     if backend == "sentry":
         return any(t.get("transaction") == probe for t in receiver.transactions())
     return any(span.name == probe for span in receiver.otlp_spans())

@@ -722,6 +722,18 @@ def current() -> Operation | None:
     return _current_op.get()
 
 
+def user_text_mask(error: BaseException | None = None) -> TextMask | None:
+    """The mask for user text in what is reported here: the typed texts of the open operations
+    (recorded in another form per ``redaction.text_mode``), and those noted on ``error`` when it
+    escaped one. ``None`` when there is nothing to mask."""
+    op = _current_op.get()
+    if op is not None:
+        return op._text_mask(error)
+    noted = hidden_texts(error) if error is not None else None
+    mask = TextMask(noted) if noted else None
+    return mask or None
+
+
 def capture_message(message: str, level: str = "info", **attributes: AttributeValue) -> None:
     """Report a message (the seed's ``capture_message``): a span event, and error backends get it too."""
     rt = runtime.current
@@ -739,12 +751,7 @@ def capture_exception(error: BaseException, **context: AttributeValue) -> None:
     rt = runtime.current
     span = trace.get_current_span()
     op = _current_op.get()
-    if op is not None:
-        mask = op._text_mask(error)
-    else:  # outside any operation: the user text noted on the error when it escaped one
-        noted = hidden_texts(error)
-        mask = TextMask(noted) if noted else None
-    _record_exception(span, error, mask or None, attributes=context or None, escaped=False)
+    _record_exception(span, error, user_text_mask(error), attributes=context or None, escaped=False)
     scope = op.scope if op is not None else ErrorScope.STEP
     rt.instruments.errors.add(1, {Attr.ERROR_TYPE: type(error).__qualname__, Attr.ERROR_SCOPE: scope.value})
     for backend in rt.backends:

@@ -108,6 +108,15 @@ def positive(value: Any) -> str | None:
     return None if 0 < value < math.inf else "a finite number greater than 0"
 
 
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(value: Any) -> str | None:
+    """A ``logging`` level name, in any case."""
+    ok = isinstance(value, str) and value.strip().upper() in LOG_LEVELS
+    return None if ok else "one of " + ", ".join(repr(name) for name in LOG_LEVELS) + " (any case)"
+
+
 def regular_expressions(value: Any) -> str | None:
     for pattern in value:
         try:
@@ -165,6 +174,26 @@ def parse_key_values(raw: str) -> dict[str, str]:
             raise ValueError("comma-separated key=value pairs, values percent-encoded" + hint)
         result[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
     return result
+
+
+LOGS_EXPORTER_ENV: Final = "OTEL_LOGS_EXPORTER"
+
+
+def parse_logs_switch(raw: str) -> bool:
+    """``logs.enabled`` from ``OTEL_HAKGAL_LOGS`` (a boolean) or ``OTEL_LOGS_EXPORTER`` (exporter names).
+
+    ``none`` turns logs off, as the OTel SDK reads ``OTEL_LOGS_EXPORTER``; any exporter name
+    (``otlp``, ``console``) leaves them on: which backends get them is ``backends``' choice.
+    """
+    lowered = raw.strip().lower()
+    if lowered == "none":
+        return False
+    try:
+        return parse_bool(raw)
+    except ValueError:
+        if re.fullmatch(r"[a-z0-9_.\-]+(\s*,\s*[a-z0-9_.\-]+)*", lowered):
+            return True
+        raise ValueError(f"{BOOL_EXPECTED}, or exporter names ({LOGS_EXPORTER_ENV}; 'none' turns logs off)") from None
 
 
 def parse_millis(raw: str) -> float:
@@ -319,6 +348,36 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class LogsSettings:
+    """The service's log records as the third signal, sent to every backend that takes logs."""
+
+    enabled: bool = setting(
+        True,
+        "Export the service's log records (the `logging` module, through one handler on the root logger)"
+        f" to the backends; `{LOGS_EXPORTER_ENV}=none` turns it off too. Log lines carry the trace and"
+        " span ids (`%(otelTraceID)s`, `%(otelSpanID)s`) whether or not this is on.",
+        env=("OTEL_HAKGAL_LOGS", LOGS_EXPORTER_ENV),
+        env_parser=parse_logs_switch,
+    )
+    level: str = setting(
+        "WARNING",
+        "Least severe level exported (a `logging` level name). The app's own handlers and the root"
+        " logger's level are left alone: a record the root logger's level (or its logger's) filters"
+        " out is never exported either.",
+        env="OTEL_HAKGAL_LOGS_LEVEL",
+        validate=log_level,
+    )
+    max_per_second: float = setting(
+        100.0,
+        "Most log records exported per second, for the whole process (a token bucket holding one"
+        " second's worth); the rest are dropped, counted in `otel_hakgal.logs.dropped` and reported"
+        " in one warning a minute.",
+        env="OTEL_HAKGAL_LOGS_MAX_PER_SECOND",
+        validate=positive,
+    )
+
+
+@dataclass(frozen=True)
 class Price:
     """Price of one model, per million tokens."""
 
@@ -373,6 +432,7 @@ class Config:
     export: ExportSettings = field(default_factory=ExportSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    logs: LogsSettings = field(default_factory=LogsSettings)
     pricing: Mapping[str, Price] = field(default_factory=lambda: dict(DEFAULT_PRICING))
     backend_settings: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = None
@@ -414,6 +474,7 @@ CORE_SECTIONS: Final[dict[str, type]] = {
     "export": ExportSettings,
     "batch": BatchSettings,
     "limits": LimitSettings,
+    "logs": LogsSettings,
 }
 
 

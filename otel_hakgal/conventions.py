@@ -460,6 +460,34 @@ class Metric:
         " could not take: past its bounds, or ended after it was sent).",
         (Attr.EXPORT_BACKEND, Attr.ERROR_TYPE),
     )
+    LOGS_DROPPED: Final = _metric(
+        "otel_hakgal.logs.dropped",
+        "observable_counter",
+        "{record}",
+        "Log records not exported since the process started, by reason (`error.type`): `rate_limit`"
+        " (beyond `logs.max_per_second`, for every backend at once). A backend's full log queue counts in"
+        " `otel_hakgal.export.dropped`.",
+        (Attr.ERROR_TYPE,),
+    )
+
+
+class LogDropReason:
+    """``error.type`` of ``otel_hakgal.logs.dropped``."""
+
+    RATE_LIMIT: Final = "rate_limit"  # beyond logs.max_per_second
+
+
+class LogRecordField:
+    """Fields every Python ``logging.LogRecord`` gets, for log formats: the names of
+    ``opentelemetry-instrumentation-logging``. Outside a span the ids are ``"0"``.
+
+    Exported records carry the ids natively (trace_id, span_id, trace_flags), not as attributes.
+    """
+
+    TRACE_ID: Final = "otelTraceID"  # 32 hex digits
+    SPAN_ID: Final = "otelSpanID"  # 16 hex digits
+    TRACE_SAMPLED: Final = "otelTraceSampled"  # bool
+    SERVICE_NAME: Final = "otelServiceName"  # service.name of the running configuration
 
 
 ATTRIBUTES: Final[tuple[AttributeDef, ...]] = tuple(_ATTRIBUTES.values())

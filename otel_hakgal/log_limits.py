@@ -42,6 +42,8 @@ TELEMETRY_THREADS: Final = ("OtelBatch", "OtelPeriodicExportingMetricReader", "s
 LIMITED_LOGGERS: Final[Mapping[str, tuple[str, ...] | None]] = {
     "opentelemetry.exporter.otlp.proto.http.trace_exporter": None,
     "opentelemetry.exporter.otlp.proto.http.metric_exporter": None,
+    "opentelemetry.exporter.otlp.proto.http._log_exporter": None,
+    "opentelemetry.sdk._logs._internal.export": None,
     "opentelemetry.exporter.otlp.common.http": None,
     "opentelemetry.sdk._shared_internal": None,
     "opentelemetry.sdk.trace.export": None,

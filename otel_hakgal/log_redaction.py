@@ -1,11 +1,24 @@
-"""What the service logs passes the same secret scrubber as its telemetry.
+"""Every log record is made correlated with its trace, and passes the same secret scrubber as the telemetry.
 
-The service's own log lines carry secrets too: werkzeug's access log prints
-the request line with its ``?api_key=`` value, and an application that logs a
-failed command prints the exception message with whatever key it quotes.
-:func:`install` (called by ``setup()``) wraps the process's LogRecord factory
-once, so every record of every logger is scrubbed when it is made, before any
-filter or handler sees it, including handlers added later:
+One wrapper of the process's LogRecord factory does both, installed once by
+``setup()`` (:func:`install`), so it runs for every record of every logger
+when it is made, before any filter or handler sees it.
+
+Correlation: each record gets the fields of ``opentelemetry-instrumentation-logging``
+(:class:`~otel_hakgal.conventions.LogRecordField`), so a format can show them
+(``trace_id=%(otelTraceID)s span_id=%(otelSpanID)s``):
+``otelTraceID`` (32 hex digits), ``otelSpanID`` (16), ``otelTraceSampled``
+and ``otelServiceName``, from the span current where the record is made;
+outside a span the ids are ``"0"``. A formatter for records made before
+``setup()`` takes :data:`CORRELATION_DEFAULTS` (``logging.Formatter(fmt,
+defaults=CORRELATION_DEFAULTS)``), so formatting never fails. The package
+itself is not used: its own factory wrapper would be a second one, and its
+entry point would add a second export handler under the launcher.
+
+Scrubbing: the service's own log lines carry secrets too: werkzeug's access
+log prints the request line with its ``?api_key=`` value, and an application
+that logs a failed command prints the exception message with whatever key it
+quotes. Every record is scrubbed, for every handler, including handlers added later:
 
 - the message (``record.getMessage()``) is scrubbed and cut to
   ``redaction.max_attribute_length``; only when that changes it are ``msg``
@@ -33,13 +46,17 @@ says how many were suppressed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Final
 
+from opentelemetry import trace
+
 from otel_hakgal import runtime
 from otel_hakgal.config import Config
+from otel_hakgal.conventions import LogRecordField
 from otel_hakgal.log_limits import INTERVAL_S, WarningBudget
 from otel_hakgal.redaction import SecretScrubber
 
@@ -52,6 +69,15 @@ _CUT: Final = "…"
 
 # Formats tracebacks as the standard handlers would (their default formatException).
 _FORMATTER: Final = logging.Formatter()
+
+# What a record made outside a span carries, and what a formatter assumes for one made otherwise.
+CORRELATION_DEFAULTS: Final = {
+    LogRecordField.TRACE_ID: "0",
+    LogRecordField.SPAN_ID: "0",
+    LogRecordField.TRACE_SAMPLED: False,
+    LogRecordField.SERVICE_NAME: "",
+}
+CORRELATION_FIELDS: Final = frozenset(CORRELATION_DEFAULTS)
 
 RecordFactory = Callable[..., logging.LogRecord]
 
@@ -68,7 +94,7 @@ _busy = threading.local()  # a record made while scrubbing one (a log call in th
 
 
 def install(interval_s: float = INTERVAL_S) -> WarningBudget:
-    """Scrub every log record from now on, and rate-limit :data:`NOISY_LOGGERS`; idempotent.
+    """Correlate and scrub every log record from now on, and rate-limit :data:`NOISY_LOGGERS`; idempotent.
 
     Returns the noisy loggers' budget (its ``suppressed`` counts the records refused).
     """
@@ -101,10 +127,12 @@ class _BudgetFilter(logging.Filter):
 
 
 def _scrubbing(make: RecordFactory) -> RecordFactory:
-    """``make`` (the factory in place), followed by :func:`redact_record`."""
+    """``make`` (the factory in place), followed by :func:`correlate` and :func:`redact_record`."""
 
     def make_scrubbed_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = make(*args, **kwargs)
+        with contextlib.suppress(Exception):  # a log call must never fail over its correlation
+            correlate(record)
         if getattr(_busy, "active", False):
             return record
         _busy.active = True
@@ -119,6 +147,35 @@ def _scrubbing(make: RecordFactory) -> RecordFactory:
         return record
 
     return make_scrubbed_record
+
+
+class _Ids:
+    """The hex ids of the span context seen last: a request's records share one, formatting it once is enough."""
+
+    last: tuple[trace.SpanContext, str, str] | None = None
+
+
+def correlate(record: logging.LogRecord) -> None:
+    """Set the :class:`~otel_hakgal.conventions.LogRecordField` fields of ``record`` from the current span."""
+    span_context = trace.get_current_span().get_span_context()
+    d = record.__dict__  # four plain assignments, the cheapest way in
+    if span_context.is_valid:
+        last = _Ids.last
+        if last is None or last[0] is not span_context:
+            # One tuple, replaced whole: threads never see the ids of two contexts mixed.
+            last = _Ids.last = (
+                span_context,
+                format(span_context.trace_id, "032x"),
+                format(span_context.span_id, "016x"),
+            )
+        d[LogRecordField.TRACE_ID] = last[1]
+        d[LogRecordField.SPAN_ID] = last[2]
+        d[LogRecordField.TRACE_SAMPLED] = span_context.trace_flags.sampled
+    else:
+        d[LogRecordField.TRACE_ID] = "0"
+        d[LogRecordField.SPAN_ID] = "0"
+        d[LogRecordField.TRACE_SAMPLED] = False
+    d[LogRecordField.SERVICE_NAME] = runtime.current.config.service.name
 
 
 def active_scrubber() -> SecretScrubber | None:

@@ -1,7 +1,9 @@
 """``setup()``: turn a ``Config`` into a running :class:`Handle` and switch the process to it.
 
 :class:`Plumbing` owns what exists once per process: the TracerProvider, the
-fan-out span processor, the sampler and the meter proxy, all switchable. A
+fan-out span processor, the sampler and the meter proxy, and for logs the
+LoggerProvider, its fan-out processor and the root logger's export handler
+(:mod:`otel_hakgal.logs`), all switchable. A
 ``setup()`` builds and starts the new backends first, then switches the
 plumbing and :data:`otel_hakgal.runtime.current` to them in one step, and
 only then retires the previous backends. If a backend fails to start, what
@@ -22,9 +24,11 @@ from typing import Any, TypeVar, overload
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
+from opentelemetry.metrics import ObservableCounter
 from opentelemetry.metrics._internal import _ProxyMeter
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
@@ -35,7 +39,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from otel_hakgal import log_limits, log_redaction, runtime
+from otel_hakgal import log_limits, log_redaction, logs, runtime
 from otel_hakgal.backends.base import Backend, BackendStats, Parts
 from otel_hakgal.backends.registry import backend_class
 from otel_hakgal.config import Config, ConfigError, LimitSettings, SamplingSettings, check_config, load_config
@@ -255,6 +259,11 @@ class Plumbing:
         self.handle: Handle | None = None
         self._atexit_registered = False
         self._limits: LimitSettings | None = None  # the span limits the provider was made with
+        # Logs: made at the first setup() that exports them (see otel_hakgal.logs).
+        self.log_fan_out = logs.FanOutLogProcessor()
+        self.logger_provider: LoggerProvider | None = None
+        self.log_handler: logs.ExportHandler | None = None
+        self.log_drop_counter: ObservableCounter | None = None
 
     def provider(self, config: Config, resource: Resource) -> TracerProvider:
         """Our TracerProvider, or the SDK one someone already set globally, with the fan-out attached once."""
@@ -279,7 +288,30 @@ class Plumbing:
             metrics.set_meter_provider(self.meter_provider)  # once: later setups only switch
         if self.instruments is None:
             self.instruments = Instruments.create(self.meter_provider)
+        if self.log_drop_counter is None:
+            self.log_drop_counter = logs.create_drop_counter(self.meter_provider)
         return self.instruments
+
+    def log_provider(self, config: Config, resource: Resource) -> LoggerProvider:
+        """The layer's LoggerProvider (with ``resource``, the spans' one) and its handler, made once."""
+        if self.logger_provider is None:
+            provider = logs.new_logger_provider(config, resource, self.meter_provider)
+            provider.add_log_record_processor(self.log_fan_out)
+            self.log_handler = logs.ExportHandler(provider, self.log_fan_out)
+            self.logger_provider = provider
+        return self.logger_provider
+
+    def _switch_logs(self, handle: Handle | None) -> None:
+        """Route log records to ``handle``'s log processors, with the handler on the root logger only then."""
+        if handle is None or not handle.backends or not handle.config.logs.enabled or not handle.log_processors:
+            if self.log_handler is not None:
+                self.log_handler.detach()  # first: no record enters a fan-out that has nowhere to go
+            self.log_fan_out.switch((), None, self.log_fan_out.bucket.rate)
+            return
+        settings = handle.config.logs
+        self.log_fan_out.switch(handle.log_processors, handle.runtime.scrubber, settings.max_per_second)
+        if self.log_handler is not None:
+            self.log_handler.attach(logs.level_number(settings.level))
 
     def switch(self, handle: Handle | None) -> None:
         """Route spans, metrics, propagation and the API to ``handle`` (``None`` or no backends: nowhere)."""
@@ -290,6 +322,7 @@ class Plumbing:
             self.meter_provider.switch(metrics.NoOpMeterProvider())
             propagate.set_global_textmap(CompositePropagator(propagators))
             self.fan_out.switch((), None)
+            self._switch_logs(None)
             runtime.current = handle.runtime if handle is not None else Runtime.idle(self.instruments)
             self.handle = handle
             return
@@ -300,6 +333,7 @@ class Plumbing:
         propagate.set_global_textmap(CompositePropagator(propagators))
         self.fan_out.switch(handle.span_processors, handle.runtime.scrubber)
         runtime.current = handle.runtime
+        self._switch_logs(handle)  # after the runtime: records then see this configuration's service name
         self.handle = handle
         if not self._atexit_registered:
             atexit.register(_at_exit)
@@ -328,6 +362,10 @@ class Handle:
         self.backends = dict(backends)
         self.parts = tuple(parts)
         self.span_processors = tuple(p for part in self.parts for p in part.span_processors)
+        # Backends offer log processors only with logs.enabled; the handle runs what they offered.
+        self.log_processors: tuple[LogRecordProcessor, ...] = tuple(
+            p for part in self.parts for p in part.log_processors
+        )
         self.meter_provider = meter_provider
         self._shut_down = False
 
@@ -360,6 +398,11 @@ class Handle:
         """Spans this process has finished and handed to the backends, across all configurations."""
         return _PLUMBING.fan_out.spans_ended
 
+    @property
+    def log_records_emitted(self) -> int:
+        """Log records this process has handed to the backends, across all configurations."""
+        return _PLUMBING.log_fan_out.records_emitted
+
     def stats(self) -> dict[str, BackendStats]:
         """Each backend's queues (depth, capacity, drops) and send outcomes, by backend name."""
         return {name: backend.stats() for name, backend in self.backends.items()}
@@ -368,6 +411,7 @@ class Handle:
         """Export everything finished so far. Returns False if a backend did not finish in time."""
         timeout_ms = int((timeout_s or self.config.export.shutdown_timeout) * 1000)
         ok = all(processor.force_flush(timeout_ms) for processor in self.span_processors)
+        ok = all([processor.force_flush(timeout_ms) for processor in self.log_processors]) and ok
         if self.meter_provider is not None:
             ok = self.meter_provider.force_flush(timeout_ms) and ok
         for backend in self.backends.values():
@@ -396,10 +440,13 @@ class Handle:
 
 
 def _stop(backends: Sequence[Backend], parts: Sequence[Parts], meter_provider: MeterProvider | None) -> None:
-    """Shut down span processors, then metric readers, then the backends themselves."""
+    """Shut down span and log processors, then metric readers, then the backends themselves."""
     for part in parts:
         for processor in part.span_processors:
             _quietly(processor.shutdown)
+    for part in parts:
+        for log_processor in part.log_processors:
+            _quietly(log_processor.shutdown)
     if meter_provider is not None:
         _quietly(meter_provider.shutdown)
     else:  # readers never handed to a provider (a failed start) are shut down directly
@@ -493,7 +540,7 @@ def setup(
             overrides["sampling.ratio"] = sample_ratio
         resolved = load_config(config, overrides=overrides)
 
-    log_redaction.install()  # once per process: every log record passes the running scrubber
+    log_redaction.install()  # once per process: every log record is correlated and passes the running scrubber
     with _PLUMBING.lock:
         previous = _PLUMBING.handle
         if previous is not None and previous.config == resolved:
@@ -534,6 +581,8 @@ def _start(config: Config) -> Handle:
         if readers:  # shutdown_on_exit off: the handle shuts it down, bounded in time
             meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
         provider = _PLUMBING.provider(config, resource)
+        if config.logs.enabled and any(p.log_processors for p in parts):
+            _PLUMBING.log_provider(config, provider.resource)  # the spans' resource, also a joined provider's
         running = Runtime(
             config=config,
             tracer=provider.get_tracer(INSTRUMENTATION_SCOPE, __version__),

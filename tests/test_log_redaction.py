@@ -1,4 +1,5 @@
-"""The service's own logs pass the secret scrubber; OTel's baggage warnings are few and short (issue 14, item 9)."""
+"""The service's own logs pass the secret scrubber; OTel's baggage warnings are few and short (issue 14, item 9);
+every record carries the ids of its span (issue 17)."""
 
 import logging
 import secrets
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry import propagate
 
+import otel_hakgal as hg
 from otel_hakgal import log_redaction
 from otel_hakgal.testing import TelemetryRecorder
 
@@ -186,3 +188,31 @@ def test_oversize_baggage_warnings_are_few_short_and_counted(
     assert f"({len(header)} characters)` exceeded the maximum number of bytes per baggage-string" in first
     assert second.endswith("(99 similar suppressed)")
     assert all(len(line) < 300 for line in handler.lines)
+
+
+def test_every_record_carries_the_ids_of_its_span_and_the_service_name() -> None:
+    """The fields of opentelemetry-instrumentation-logging, set by the one record factory wrapper."""
+    recorder = TelemetryRecorder(service_name="hak-gal-correlation")
+    logger = logging.getLogger("tests.correlation")
+    try:
+        outside = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "outside", (), None)
+        with hg.command("ask") as command:
+            in_command = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "in the command", (), None)
+            with hg.step("hakgal.parse") as step:
+                in_step = logger.makeRecord(logger.name, logging.DEBUG, __file__, 1, "in the step", (), None)
+            after_step = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "after the step", (), None)
+    finally:
+        recorder.close()
+
+    def fields(record: logging.LogRecord) -> tuple[object, ...]:
+        return (record.otelTraceID, record.otelSpanID, record.otelTraceSampled, record.otelServiceName)  # type: ignore[attr-defined]
+
+    def ids(span: object) -> tuple[str, str]:
+        context = span.get_span_context()  # type: ignore[attr-defined]
+        return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+    assert fields(outside) == ("0", "0", False, "hak-gal-correlation")
+    assert fields(in_command) == (*ids(command.span), True, "hak-gal-correlation")
+    assert fields(in_step) == (*ids(step.span), True, "hak-gal-correlation")
+    assert fields(after_step) == fields(in_command)
+    assert ids(step.span)[0] == ids(command.span)[0]

@@ -3,6 +3,8 @@
 Each push backend (``otlp``, ``sentry``, ``sentry-otlp``) runs against its real
 loopback receiver, with the real exporter or sentry-sdk over HTTP, while the
 receiver is unreachable, answers 500 or 429, or answers only after 5 s. The
+app's own log calls (exported as log records) are not held by a receiver that
+is down or slow, and the export errors are never exported as log records themselves. The
 pull backend ``prometheus`` is checked against its own faults: nobody scrapes,
 scrapers whose connections stall, its port already taken at startup.
 Latency and memory figures over 20,000 requests are ``benchmarks/outages.py``'s job.
@@ -30,7 +32,15 @@ from otel_hakgal.demo.k_assistant import AssistantSettings, KAssistant
 from otel_hakgal.demo.providers import Endpoints
 from otel_hakgal.demo.simulator import LLMSimulator
 from otel_hakgal.testing import OtlpReceiver, SentryReceiver
-from otel_hakgal.testing.outages import FAULTS, WarningCapture, apply_fault, max_depths, queue_depths
+from otel_hakgal.testing.outages import (
+    APP_LOGGER,
+    FAULTS,
+    WarningCapture,
+    apply_fault,
+    is_export_logger,
+    max_depths,
+    queue_depths,
+)
 from otel_hakgal.testing.receiver import LoopbackServer
 
 pytestmark = pytest.mark.slow
@@ -142,6 +152,59 @@ def test_push_backend_outage_and_recovery(service: FlaskClient, backend: str, fa
                 receiver.wait_for_metric(Metric.COMMAND_DURATION, timeout_s=15)
         finally:
             handle.shutdown(timeout_s=2)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_app_log_calls_are_not_held_by_an_otlp_outage_and_export_errors_are_not_exported(fault: str) -> None:
+    app = logging.getLogger(APP_LOGGER)
+    receiver = OtlpReceiver()
+    with receiver, WarningCapture(ignore=(APP_LOGGER,)) as warnings:
+        settings = _settings("otlp", receiver) | {"otlp.metrics": False}
+        handle = hg.setup(backends=["otlp"], settings=settings)
+        log_delivery = handle.backend("otlp").log_delivery
+        try:
+            with hg.command("status"):
+                app.warning("healthy")
+            handle.force_flush(5)
+            until(lambda: log_delivery.ok, 10, f"a delivered log export while healthy ({log_delivery.describe()})")
+            log_limits.reset()
+            warnings.clear()
+            sent_before = receiver.request_count
+
+            apply_fault(receiver, fault)
+            slowest = 0.0
+            samples = []
+            for index in range(REQUESTS):
+                with hg.command("status"):
+                    started = time.perf_counter()
+                    app.warning("during the outage: %d", index)
+                    slowest = max(slowest, time.perf_counter() - started)
+                if index % 10 == 0:
+                    samples.append(queue_depths(handle))
+                    time.sleep(0.05)  # spread over a few batch intervals, within logs.max_per_second
+            handle.force_flush(1)  # hand the queued records to the exporter (it fails, or waits)
+            if fault == "delay-5s":
+                until(lambda: receiver.request_count > sent_before, 10, "a send reached the delayed receiver")
+            else:
+                until(lambda: failed(log_delivery), 15, f"a failed log export ({log_delivery.describe()})")
+            samples.append(queue_depths(handle))
+
+            assert slowest < 0.1, f"a log call took {slowest:.3f} s: it waited for the receiver"
+            log_queue = {name: depth for name, depth in max_depths(samples).items() if "log" in name}
+            assert log_queue and all(depth <= cap for depth, cap in log_queue.values()), log_queue
+            assert warnings.export_warnings <= 1, warnings.records
+            assert all(count <= 1 for count in warnings.by_logger().values()), warnings.records
+
+            receiver.heal()
+            handle.force_flush(10)  # the backlog: the app's lines, and nothing the failed exports logged
+            with hg.command("status"):
+                app.warning("after the outage")
+            handle.force_flush(10)
+            until(lambda: any(r.body == "after the outage" for r in receiver.logs()), 20, "a log record after recovery")
+        finally:
+            handle.shutdown(timeout_s=2)
+    exported_errors = [(r.scope, r.body) for r in receiver.logs() if is_export_logger(r.scope)]
+    assert exported_errors == [], exported_errors
 
 
 def test_suppressed_warnings_are_counted_in_the_next_one() -> None:

@@ -1,3 +1,4 @@
+import logging
 import subprocess
 import sys
 import threading
@@ -223,9 +224,12 @@ def test_a_backend_that_fails_to_start_leaves_the_previous_setup_running(
         with hg.command("status"):
             pass
         assert [s.name for s in first.backend(MemoryBackend).spans()] == ["hakgal.command status"]
+        logging.getLogger("tests.pipeline").warning("still exported")  # the log handler stayed too
+        assert [r.log_record.body for r in first.backend(MemoryBackend).logs()] == ["still exported"]
         # The otlp backend that had started was stopped again: nothing reaches its receiver.
         time.sleep(0.3)
         assert otlp_receiver.spans() == []
+        assert otlp_receiver.logs() == []
     finally:
         first.shutdown()
 
@@ -237,10 +241,13 @@ def test_reconfiguring_starts_the_new_backends_before_the_old_ones_stop(tmp_path
     try:
         assert not first.active and second.active
         with hg.command("status", text="status please"):
-            pass
-        assert first.backend(MemoryBackend).spans() == []
+            logging.getLogger("tests.pipeline").warning("logged during status please")
+        assert first.backend(MemoryBackend).spans() == [] and first.backend(MemoryBackend).logs() == []
         [span] = second.backend(MemoryBackend).spans()
         assert Attr.COMMAND_TEXT not in (span.attributes or {})  # the new configuration's policy
+        [record] = second.backend(MemoryBackend).logs()
+        assert record.log_record.body == "logged during [TEXT]"  # the same policy for log records
+        assert record.log_record.span_id == span.context.span_id
         assert runtime.current.config is second.config
     finally:
         second.shutdown()
@@ -276,9 +283,10 @@ def test_handle_backend_by_name_or_class_and_public_stats(otlp_receiver: OtlpRec
         for _ in range(10):
             with hg.step("hakgal.parse"):
                 pass
-        [queue] = handle.stats()["otlp"].queues.values()
+        queues = handle.stats()["otlp"].queues
+        queue = queues["batch span processor 0"]
         assert queue.capacity == 4 and queue.queued <= 4 and queue.dropped >= 1
-        assert handle.stats()["otlp"].dropped == queue.dropped
+        assert handle.stats()["otlp"].dropped == sum(q.dropped for q in queues.values())
     finally:
         otlp_receiver.heal()
         handle.shutdown(timeout_s=2)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_hakgal.selftest import TEST_ERROR, TEST_MESSAGE
+from otel_hakgal.selftest import TEST_ERROR, TEST_LOG, TEST_LOGGER, TEST_MESSAGE
 from otel_hakgal.testing import OtlpReceiver, SentryReceiver
 from tests.support.processes import ROOT, clean_env
 
@@ -37,7 +37,9 @@ def test_success_through_every_backend(otlp_receiver: OtlpReceiver, sentry_recei
     lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
     assert "ok" in lines["sentry"] and "HTTP 200" in lines["sentry"]
     assert "ok" in lines["otlp"] and "HTTP 200" in lines["otlp"]
-    assert "delivered in process" in lines["console"]
+    assert "log line delivered (HTTP 200 x1)" in lines["otlp"]
+    assert "delivered in process; log line written in process" in lines["console"]
+    assert "a test log line" in result.stdout.splitlines()[0]
     # What the seed's script checked by hand: the error, the message and the trace arrived.
     events = sentry_receiver.errors()
     assert any(TEST_ERROR in str(e.get("exception")) for e in events)
@@ -48,6 +50,10 @@ def test_success_through_every_backend(otlp_receiver: OtlpReceiver, sentry_recei
     assert transaction["transaction"] == "hakgal.command selftest"
     names = {s.name for s in otlp_receiver.spans()}
     assert {"hakgal.command selftest", "hakgal.query", "hakgal.prover selftest"} <= names
+    # The test log line, in the test trace: under the query, where it was logged.
+    [log] = [r for r in otlp_receiver.logs() if r.scope == TEST_LOGGER]
+    [query] = [s for s in otlp_receiver.spans() if s.name == "hakgal.query"]
+    assert log.body == TEST_LOG and (log.trace_id, log.span_id) == (query.trace_id, query.span_id)
 
 
 def test_failure_exit_names_the_failing_backend(otlp_receiver: OtlpReceiver, sentry_receiver: SentryReceiver) -> None:
@@ -76,3 +82,27 @@ def test_unreachable_backend_and_bad_config(tmp_path: Path) -> None:
     result = _selftest(clean_env(), "--config", str(config))
     assert result.returncode == 1
     assert "FAILED" in result.stdout and "ConnectionError" in result.stdout
+
+
+def test_log_records_that_do_not_arrive_fail_the_backend(otlp_receiver: OtlpReceiver, tmp_path: Path) -> None:
+    config = tmp_path / "logs-down.toml"
+    config.write_text(
+        f'backends = ["otlp"]\n[otlp]\nendpoint = "{otlp_receiver.endpoint}"\n'
+        'logs_endpoint = "http://127.0.0.1:9/v1/logs"\ntimeout = 1.0\nmetrics = false\n'
+    )
+    result = _selftest(clean_env(), "--config", str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    [line] = [line for line in result.stdout.splitlines() if line.split()[0] == "otlp"]
+    assert "FAILED" in line and "log line NOT delivered (ConnectionError" in line, line
+    assert {s.name for s in otlp_receiver.spans()} >= {"hakgal.command selftest"}  # the trace went through
+
+
+def test_with_logs_off_no_log_line_is_sent_or_checked(otlp_receiver: OtlpReceiver) -> None:
+    env = clean_env(
+        OTEL_HAKGAL_BACKENDS="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.endpoint, OTEL_LOGS_EXPORTER="none"
+    )
+    result = _selftest(env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(logs are off)" in result.stdout.splitlines()[0]
+    assert "log line" not in result.stdout.splitlines()[1]
+    assert otlp_receiver.logs() == [] and TEST_LOG not in result.stdout + result.stderr

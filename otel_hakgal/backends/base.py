@@ -28,6 +28,7 @@ from otel_hakgal.delivery import DeliveryLog
 if TYPE_CHECKING:
     from opentelemetry.context.context import Context
     from opentelemetry.propagators.textmap import TextMapPropagator
+    from opentelemetry.sdk._logs import LogRecordProcessor
     from opentelemetry.sdk.metrics.export import MetricReader
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import SpanProcessor
@@ -45,8 +46,8 @@ class Parts:
     metric_readers: Sequence[MetricReader] = ()
     # Combined with W3C tracecontext and baggage, after them.
     propagators: Sequence[TextMapPropagator] = ()
-    # Log record processors, for the logs signal (none yet).
-    log_processors: Sequence[Any] = ()
+    # Only when ``config.logs.enabled``: the core's fan-out hands them scrubbed, capped records.
+    log_processors: Sequence[LogRecordProcessor] = ()
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""How exporting backends batch: spans through one configured batch processor that counts its drops,
-metrics through one periodic reader at ``export.metric_interval``; and how what any
+"""How exporting backends batch: spans and log records through one configured batch processor each that
+counts its drops, metrics through one periodic reader at ``export.metric_interval``; and how what any
 backend's queues drop is counted (``otel_hakgal.export.dropped``) and reported (one warning per interval)."""
 
 from __future__ import annotations
@@ -9,47 +9,103 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import Any, Final
 
+from opentelemetry.sdk._logs import ReadWriteLogRecord
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from otel_hakgal import log_limits
-from otel_hakgal.backends.base import Backend, QueueStats
+from otel_hakgal.backends.base import Backend, Parts, QueueStats
 from otel_hakgal.config import Config
 from otel_hakgal.conventions import Metric
 
 
-class CountingBatchSpanProcessor(BatchSpanProcessor):
-    """The SDK's batch processor with the ``[batch]`` settings, counting spans lost to a full queue.
+def _batch_arguments(config: Config) -> dict[str, Any]:
+    """The ``[batch]`` settings as the SDK's batch processors (spans and log records alike) take them."""
+    batch = config.batch
+    return {
+        "max_queue_size": batch.max_queue_size,
+        "schedule_delay_millis": batch.schedule_delay * 1000,
+        "max_export_batch_size": batch.max_export_batch_size,
+        "export_timeout_millis": batch.export_timeout * 1000,
+    }
+
+
+class _DropCounter:
+    """Counts what a batch processor's queue loses for being full.
 
     The SDK drops those with one log line and no public count; ``queue_stats``
     reports them (the only place this layer reads the SDK's private queue).
     """
 
-    def __init__(self, exporter: SpanExporter, config: Config) -> None:
-        batch = config.batch
-        super().__init__(
-            exporter,
-            max_queue_size=batch.max_queue_size,
-            schedule_delay_millis=batch.schedule_delay * 1000,
-            max_export_batch_size=batch.max_export_batch_size,
-            export_timeout_millis=batch.export_timeout * 1000,
-        )
-        self._queue = self._batch_processor._queue
-        self._capacity = batch.max_queue_size
+    _queue: deque[Any]
+    _capacity: int
+    dropped: int
+
+    def _count_drops(self, batch_processor: Any, capacity: int) -> None:
+        self._queue = batch_processor._queue
+        self._capacity = capacity
         self.dropped = 0
 
-    def on_end(self, span: ReadableSpan) -> None:
-        if len(self._queue) >= self._capacity and span.context is not None and span.context.trace_flags.sampled:
-            self.dropped += 1
-            DROPS.noticed()
-        super().on_end(span)
+    def _full(self) -> bool:
+        return len(self._queue) >= self._capacity
+
+    def _dropping(self) -> None:
+        self.dropped += 1
+        DROPS.noticed()
 
     def queue_stats(self) -> QueueStats:
         return QueueStats(queued=len(self._queue), capacity=self._capacity, dropped=self.dropped)
+
+
+class CountingBatchSpanProcessor(_DropCounter, BatchSpanProcessor):
+    """The SDK's batch span processor with the ``[batch]`` settings, counting spans lost to a full queue."""
+
+    def __init__(self, exporter: SpanExporter, config: Config) -> None:
+        BatchSpanProcessor.__init__(self, exporter, **_batch_arguments(config))
+        self._count_drops(self._batch_processor, config.batch.max_queue_size)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self._full() and span.context is not None and span.context.trace_flags.sampled:
+            self._dropping()
+        super().on_end(span)
+
+
+class CountingBatchLogRecordProcessor(_DropCounter, BatchLogRecordProcessor):
+    """The SDK's batch log record processor with the ``[batch]`` settings (a queue of its own, as large as the
+    span queue), counting records lost to a full queue.
+
+    The SDK's ``OTEL_BLRP_*`` variables are not read: one ``[batch]`` section configures both queues.
+    """
+
+    def __init__(self, exporter: LogRecordExporter, config: Config) -> None:
+        BatchLogRecordProcessor.__init__(self, exporter, **_batch_arguments(config))
+        self._count_drops(self._batch_processor, config.batch.max_queue_size)
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        if self._full():
+            self._dropping()
+        super().on_emit(log_record)
+
+
+def batch_queues(parts: Parts) -> dict[str, QueueStats]:
+    """The queues of the counting batch processors among ``parts``, by the name ``Backend.stats()`` gives them."""
+    queues = {
+        f"batch span processor {index}": processor.queue_stats()
+        for index, processor in enumerate(parts.span_processors)
+        if isinstance(processor, CountingBatchSpanProcessor)
+    }
+    queues.update(
+        (f"batch log processor {index}", processor.queue_stats())
+        for index, processor in enumerate(parts.log_processors)
+        if isinstance(processor, CountingBatchLogRecordProcessor)
+    )
+    return queues
 
 
 def periodic_reader(exporter: MetricExporter, config: Config) -> PeriodicExportingMetricReader:
@@ -59,7 +115,7 @@ def periodic_reader(exporter: MetricExporter, config: Config) -> PeriodicExporti
 
 # --- drops: counted in otel_hakgal.export.dropped, reported in one warning per interval ---
 
-QUEUE_FULL: Final = "queue_full"  # spans or Sentry transactions waiting for export
+QUEUE_FULL: Final = "queue_full"  # spans, log records or Sentry transactions waiting for export
 TRANSPORT_QUEUE_FULL: Final = "transport_queue_full"  # Sentry envelopes waiting in sentry-sdk's transport
 SPAN_LIMIT: Final = "span_limit"  # spans a Sentry transaction could not take: past its bounds, or late
 # Queues (by the name ``stats()`` gives them) whose drops have another reason than a full export queue.

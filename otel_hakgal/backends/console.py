@@ -1,14 +1,22 @@
-"""Backend ``console``: each finished trace as an indented waterfall, metrics as lines."""
+"""Backend ``console``: each finished trace as an indented waterfall with its log lines, metrics as lines.
+
+A log record emitted inside a span is printed with its trace, one line under
+that span (among its children, in time order); one outside any span, of a
+trace that is not recorded, or of a trace already printed is printed at once,
+on a line of its own.
+"""
 
 from __future__ import annotations
 
 import sys
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from opentelemetry.context import Context
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
@@ -21,9 +29,12 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from otel_hakgal.backends.base import Backend, Parts
 from otel_hakgal.backends.batching import periodic_reader
 from otel_hakgal.config import Config, one_of, setting
-from otel_hakgal.render import render_metrics, render_trace
+from otel_hakgal.render import _line as span_line
+from otel_hakgal.render import render_metrics
 
 _MAX_OPEN_TRACES = 1000  # bounds memory when local roots never end
+_MAX_LOGS_PER_TRACE = 200  # a trace that logs in a loop shows its first lines and a count of the rest
+_PRINTED_TRACES = 1000  # traces remembered as printed: their late log lines print alone at once
 
 
 @dataclass(frozen=True)
@@ -47,21 +58,90 @@ class _Printer:
                 pass
 
 
-class WaterfallSpanProcessor(SpanProcessor):
-    """Buffers spans per trace and prints the trace when its local root ends.
+@dataclass(frozen=True)
+class LogLine:
+    """What the console shows of one log record (kept instead of the record: no context, no attributes)."""
 
-    Spans that end after their root (a timed-out command's worker) print alone.
+    trace_id: int
+    span_id: int
+    sampled: bool
+    time_ns: int
+    text: str  # "WARN otel_hakgal.demo.commands: command ask failed: ..."
+
+    @classmethod
+    def of(cls, record: ReadWriteLogRecord) -> LogLine:
+        log = record.log_record
+        severity = log.severity_text or (log.severity_number.name if log.severity_number is not None else "LOG")
+        scope = record.instrumentation_scope.name if record.instrumentation_scope is not None else ""
+        message = "" if log.body is None else str(log.body)
+        first, newline, _ = message.partition("\n")
+        text = f"{severity} {scope}: {first}" if scope else f"{severity} {first}"
+        return cls(
+            trace_id=log.trace_id or 0,
+            span_id=log.span_id or 0,
+            sampled=bool(log.trace_flags is not None and log.trace_flags.sampled),
+            time_ns=log.timestamp or log.observed_timestamp or 0,
+            text=text + (" …" if newline else ""),
+        )
+
+    def alone(self) -> str:
+        """The line printed for a record outside any printed trace."""
+        ids = f"  (trace {self.trace_id:032x} span {self.span_id:016x})" if self.trace_id else ""
+        return f"log {self.text}{ids}"
+
+
+def render_waterfall(spans: Sequence[ReadableSpan], logs: Sequence[LogLine] = (), more_logs: int = 0) -> str:
+    """One trace as an indented waterfall, children under parents and log lines under their span, in time order.
+
+    A log line whose span is not among ``spans`` (it ended after the trace was printed) shows under the roots;
+    ``more_logs`` lines the trace logged beyond :data:`_MAX_LOGS_PER_TRACE` are counted on its last line.
+    """
+    if not spans:
+        return "\n".join(line.alone() for line in logs)
+    by_id = {span.context.span_id: span for span in spans if span.context is not None}
+    children: dict[int | None, list[ReadableSpan]] = defaultdict(list)
+    for span in spans:
+        parent = span.parent.span_id if span.parent is not None else None
+        children[parent if parent in by_id else None].append(span)
+    logs_of: dict[int | None, list[LogLine]] = defaultdict(list)
+    for log in logs:
+        logs_of[log.span_id if log.span_id in by_id else None].append(log)
+    trace_start = min(span.start_time or 0 for span in spans)
+    trace_id = next(iter(by_id.values())).context.trace_id if by_id else 0
+    lines = [f"trace {trace_id:032x}"]
+
+    def under(parent: int | None, depth: int) -> None:
+        # Children and log lines in one time order: a line logged between two provers shows between them.
+        entries: list[tuple[int, ReadableSpan | LogLine]] = [(s.start_time or 0, s) for s in children.get(parent, [])]
+        entries += [(log.time_ns, log) for log in logs_of.get(parent, [])]
+        for _, entry in sorted(entries, key=lambda item: item[0]):
+            if isinstance(entry, LogLine):
+                lines.append("  " * depth + "▸ " + entry.text)
+            else:
+                lines.append(span_line(entry, depth, trace_start))
+                under(entry.context.span_id if entry.context else None, depth + 1)
+
+    under(None, 1)
+    if more_logs:
+        lines.append(f"  ▸ {more_logs} more log lines not shown")
+    return "\n".join(lines)
+
+
+class Waterfall:
+    """Buffers spans and log lines per trace; prints the trace when its local root ends.
+
+    Spans that end after their root (a timed-out command's worker) print alone, as do their log lines.
     """
 
     def __init__(self, printer: _Printer) -> None:
         self._printer = printer
         self._open: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
+        self._logs: OrderedDict[int, list[LogLine]] = OrderedDict()
+        self._more_logs: dict[int, int] = {}  # per trace in _logs: lines beyond _MAX_LOGS_PER_TRACE
+        self._printed: OrderedDict[int, None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        pass
-
-    def on_end(self, span: ReadableSpan) -> None:
+    def span_ended(self, span: ReadableSpan) -> None:
         trace_id = span.context.trace_id
         is_local_root = span.parent is None or span.parent.is_remote
         with self._lock:
@@ -72,17 +152,79 @@ class WaterfallSpanProcessor(SpanProcessor):
                     self._open.popitem(last=False)
                 return
             del self._open[trace_id]
-        self._printer.print(render_trace(spans))
+            logs = self._logs.pop(trace_id, [])
+            more_logs = self._more_logs.pop(trace_id, 0)
+            self._printed[trace_id] = None
+            if len(self._printed) > _PRINTED_TRACES:
+                self._printed.popitem(last=False)
+        self._printer.print(render_waterfall(spans, logs, more_logs))
+
+    def logged(self, line: LogLine) -> None:
+        evicted: list[LogLine] = []
+        with self._lock:
+            # Outside a span, in a trace no span processor sees end, or in one already printed: now, alone.
+            keep = bool(line.trace_id) and line.sampled and line.trace_id not in self._printed
+            if keep:
+                logs = self._logs.setdefault(line.trace_id, [])
+                if len(logs) < _MAX_LOGS_PER_TRACE:
+                    logs.append(line)
+                else:
+                    self._more_logs[line.trace_id] = self._more_logs.get(line.trace_id, 0) + 1
+                if len(self._logs) > _MAX_OPEN_TRACES:
+                    oldest, evicted = self._logs.popitem(last=False)
+                    self._more_logs.pop(oldest, None)
+        if not keep:
+            self._printer.print(line.alone())
+        for lost in evicted:
+            self._printer.print(lost.alone())
+
+    def flush(self) -> None:
+        with self._lock:
+            pending = list(self._open.items())
+            self._open.clear()
+            logs, self._logs = self._logs, OrderedDict()
+            more_logs, self._more_logs = self._more_logs, {}
+        for trace_id, spans in pending:
+            self._printer.print(render_waterfall(spans, logs.pop(trace_id, []), more_logs.get(trace_id, 0)))
+        for lines in logs.values():
+            for line in lines:
+                self._printer.print(line.alone())
+
+
+class WaterfallSpanProcessor(SpanProcessor):
+    """Hands ended spans to the :class:`Waterfall`."""
+
+    def __init__(self, waterfall: Waterfall) -> None:
+        self._waterfall = waterfall
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._waterfall.span_ended(span)
 
     def shutdown(self) -> None:
         self.force_flush()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        with self._lock:
-            pending = list(self._open.values())
-            self._open.clear()
-        for spans in pending:
-            self._printer.print(render_trace(spans))
+        self._waterfall.flush()
+        return True
+
+
+class WaterfallLogProcessor(LogRecordProcessor):
+    """Hands log records to the :class:`Waterfall`, synchronously: a line outside a span prints at once."""
+
+    def __init__(self, waterfall: Waterfall) -> None:
+        self._waterfall = waterfall
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        self._waterfall.logged(LogLine.of(log_record))
+
+    def shutdown(self) -> None:
+        self._waterfall.flush()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        self._waterfall.flush()
         return True
 
 
@@ -116,4 +258,8 @@ class ConsoleBackend(Backend):
         readers: tuple[MetricReader, ...] = ()
         if self.settings.metrics:
             readers = (periodic_reader(ConsoleMetricExporter(self.printer), self.config),)
-        return Parts(span_processors=(WaterfallSpanProcessor(self.printer),), metric_readers=readers)
+        waterfall = Waterfall(self.printer)
+        log_processors = (WaterfallLogProcessor(waterfall),) if self.config.logs.enabled else ()
+        return Parts(
+            span_processors=(WaterfallSpanProcessor(waterfall),), metric_readers=readers, log_processors=log_processors
+        )

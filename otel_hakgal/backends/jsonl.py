@@ -2,7 +2,9 @@
 
 The lines follow the OTLP/JSON encoding (lowerCamelCase keys, hex trace and
 span ids), the format of the OpenTelemetry Collector's file exporter, so the
-file can be replayed into a collector or read with ``jq``.
+file can be replayed into a collector or read with ``jq``. Spans, metrics and
+log records share the one file, as in the Collector's exporter: a line holds
+``resourceSpans``, ``resourceMetrics`` or ``resourceLogs``.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.message import Message
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
@@ -31,8 +36,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_hakgal.backends.base import Backend, Parts
-from otel_hakgal.backends.batching import CountingBatchSpanProcessor, periodic_reader
+from otel_hakgal.backends.base import Backend, BackendStats, Parts
+from otel_hakgal.backends.batching import (
+    CountingBatchLogRecordProcessor,
+    CountingBatchSpanProcessor,
+    batch_queues,
+    periodic_reader,
+)
 from otel_hakgal.config import Config, setting
 from otel_hakgal.delivery import DeliveryLog
 
@@ -40,13 +50,16 @@ logger = logging.getLogger("otel_hakgal")
 delivery_logger = logging.getLogger("otel_hakgal.delivery")  # rate-limited: see otel_hakgal.log_limits
 
 _ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId"})
+M = TypeVar("M", bound=Message)
 PATH_ENV = "OTEL_HAKGAL_JSONL_PATH"
 DEFAULT_PATH = "hakgal-telemetry.jsonl"
 
 
 @dataclass(frozen=True)
 class JsonlSettings:
-    path: str = setting(DEFAULT_PATH, "File that export requests are appended to.", env=PATH_ENV)
+    path: str = setting(
+        DEFAULT_PATH, "File that export requests (spans, metrics, log records) are appended to.", env=PATH_ENV
+    )
     metrics: bool = setting(True, "Also write metrics.")
 
 
@@ -62,10 +75,31 @@ def _hex_ids(node: Any) -> Any:
     return node
 
 
+def _base64_ids(node: Any) -> Any:
+    """The inverse of :func:`_hex_ids`: protobuf's JSON parser reads bytes as base64."""
+    if isinstance(node, dict):
+        return {
+            key: base64.b64encode(bytes.fromhex(value)).decode()
+            if key in _ID_KEYS and isinstance(value, str)
+            else _base64_ids(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_base64_ids(item) for item in node]
+    return node
+
+
 def to_otlp_json(message: Message) -> str:
     """Serialise an OTLP protobuf request as one OTLP/JSON line."""
     as_dict = MessageToDict(message, preserving_proto_field_name=False, use_integers_for_enums=True)
     return json.dumps(_hex_ids(as_dict), separators=(",", ":"), ensure_ascii=False)
+
+
+def from_otlp_json(line: str | dict[str, Any], message: M) -> M:
+    """Parse one OTLP/JSON line (or its dict) into ``message`` (e.g. an empty ``ExportLogsServiceRequest()``)."""
+    as_dict = json.loads(line) if isinstance(line, str) else line
+    ParseDict(_base64_ids(as_dict), message)
+    return message
 
 
 def unwritable_reason(path: Path) -> str | None:
@@ -183,6 +217,21 @@ class JsonlFileSpanExporter(JsonlSpanExporter):
         super().__init__(writer)
 
 
+class JsonlLogExporter(LogRecordExporter):
+    def __init__(self, writer: _LineWriter) -> None:
+        self._writer = writer
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        ok = self._writer.write(to_otlp_json(encode_logs(batch)))
+        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
 class JsonlMetricExporter(MetricExporter):
     def __init__(self, writer: _LineWriter) -> None:
         super().__init__()
@@ -224,6 +273,10 @@ class JsonlBackend(Backend):
         _warn_if_unwritable(self.writer)
         return super().start()
 
+    def stats(self) -> BackendStats:
+        # The log record queue too (Backend.stats() reports the span queues only).
+        return BackendStats(queues=batch_queues(self.parts), sends=self.delivery.counts())
+
     def force_flush(self, timeout_s: float) -> bool:
         # Runs after the processors and readers flushed: any write of theirs that failed is known by now.
         return self.writer.take_failures() == 0 and self.writer.writable
@@ -233,4 +286,7 @@ class JsonlBackend(Backend):
         if self.settings.metrics:
             readers = (periodic_reader(JsonlMetricExporter(self.writer), self.config),)
         processor = CountingBatchSpanProcessor(JsonlSpanExporter(self.writer), self.config)
-        return Parts(span_processors=(processor,), metric_readers=readers)
+        log_processors: tuple[CountingBatchLogRecordProcessor, ...] = ()
+        if self.config.logs.enabled:
+            log_processors = (CountingBatchLogRecordProcessor(JsonlLogExporter(self.writer), self.config),)
+        return Parts(span_processors=(processor,), metric_readers=readers, log_processors=log_processors)

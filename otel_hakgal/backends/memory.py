@@ -1,7 +1,9 @@
-"""Backend ``memory``: keeps spans and metrics in process, for tests and the demo."""
+"""Backend ``memory``: keeps spans, metrics and log records in process, for tests and the demo."""
 
 from __future__ import annotations
 
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -19,14 +21,24 @@ class MemoryBackend(Backend):
         super().__init__(config, resource)
         self.exporter = InMemorySpanExporter()
         self.reader = InMemoryMetricReader()
+        self.log_exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
 
     def create_parts(self) -> Parts:
-        # Synchronous, so a span is visible the moment it ends.
-        return Parts(span_processors=(SimpleSpanProcessor(self.exporter),), metric_readers=(self.reader,))
+        # Synchronous, so a span or log record is visible the moment it ends or is logged.
+        log_processors = (SimpleLogRecordProcessor(self.log_exporter),) if self.config.logs.enabled else ()
+        return Parts(
+            span_processors=(SimpleSpanProcessor(self.exporter),),
+            metric_readers=(self.reader,),
+            log_processors=log_processors,
+        )
 
     def spans(self) -> list[ReadableSpan]:
         """Finished spans, in the order they ended."""
         return list(self.exporter.get_finished_spans())
+
+    def logs(self) -> list[ReadableLogRecord]:
+        """Exported log records (scrubbed, masked and cut as every backend gets them), in the order logged."""
+        return list(self.log_exporter.get_finished_logs())
 
     def metrics(self) -> MetricsData | None:
         """A fresh collection of all metrics (cumulative)."""
@@ -34,3 +46,4 @@ class MemoryBackend(Backend):
 
     def clear(self) -> None:
         self.exporter.clear()
+        self.log_exporter.clear()

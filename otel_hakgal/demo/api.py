@@ -44,6 +44,7 @@ from otel_hakgal.demo.k_assistant import AssistantSettings, KAssistant
 from otel_hakgal.demo.providers import Endpoints
 from otel_hakgal.demo.serving import DEFAULT_DRAIN_TIMEOUT_S, DrainingServer, serve_until_stopped
 from otel_hakgal.demo.simulator import LLMSimulator
+from otel_hakgal.log_redaction import CORRELATION_DEFAULTS
 
 LLM_BASE_URL_ENV = "HAKGAL_LLM_BASE_URL"
 PORT_ENV = "HAKGAL_PORT"
@@ -51,6 +52,17 @@ DEFAULT_PORT = 5001
 MAX_BODY_BYTES = 64 * 1024
 
 logger = logging.getLogger(__name__)
+
+# The service's log line: the trace and span ids lead to the request's trace ("0" outside a span).
+LOG_FORMAT = "%(levelname)s %(name)s trace_id=%(otelTraceID)s span_id=%(otelSpanID)s: %(message)s"
+
+
+def configure_logging(level: int) -> None:
+    """Log to stderr in :data:`LOG_FORMAT`; records made before ``setup()`` show ids of 0."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, defaults=CORRELATION_DEFAULTS))
+    logging.basicConfig(level=level, handlers=[handler])
+
 
 # As HAK-GAL does: provider keys come from a .env at import, after the launcher's setup() ran.
 # Variables already set win; ``HAKGAL_ENV_FILE`` names another file.
@@ -220,7 +232,7 @@ def create_app(
             command = _command_from_request()
         except BadRequest as error:
             response = jsonify({"status": "error", "error": str(error)})
-            # The rest of a refused body is never read: close, so no server parses it as the next request.
+            # The rest of a refused body is never read: ask the client to close (werkzeug does; gunicorn drains it).
             response.headers["Connection"] = "close"
             return response, 400
         verb, text = split_command(command)
@@ -252,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"on SIGTERM or Ctrl-C, how long requests in flight may take (default {DEFAULT_DRAIN_TIMEOUT_S:g})",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     handle = hg.setup()  # configuration from $OTEL_HAKGAL_CONFIG and the environment
     try:
         server = DrainingServer("127.0.0.1", args.port, app)

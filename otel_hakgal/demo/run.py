@@ -22,7 +22,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 import otel_hakgal as hg
 from otel_hakgal.backends.memory import MemoryBackend
-from otel_hakgal.demo.api import create_app
+from otel_hakgal.demo.api import configure_logging, create_app
 from otel_hakgal.demo.k_assistant import AssistantSettings, KAssistant
 from otel_hakgal.demo.providers import Endpoints
 from otel_hakgal.demo.simulator import LLMSimulator
@@ -98,7 +98,7 @@ def _wait_for_server_spans(memory: MemoryBackend, expected: int, timeout_s: floa
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out = sys.stdout
-    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.ERROR)
     handle = hg.setup(config=args.config) if args.config else hg.setup(backends=["memory"])
     try:
         with LLMSimulator() as simulator, _service(simulator, args.z3_timeout, args.port) as api:

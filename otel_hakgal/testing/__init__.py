@@ -21,17 +21,19 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_hakgal.backends.memory import MemoryBackend
 from otel_hakgal.pipeline import Handle, setup
-from otel_hakgal.testing.receiver import OtlpReceiver, ReceivedPoint, ReceivedSpan
+from otel_hakgal.testing.receiver import OtlpReceiver, ReceivedLog, ReceivedPoint, ReceivedSpan
 from otel_hakgal.testing.sentry_receiver import SentryReceiver
 
 __all__ = [
     "OtlpReceiver",
+    "ReceivedLog",
     "ReceivedPoint",
     "ReceivedSpan",
     "SentryReceiver",
     "TelemetryRecorder",
     "hakgal_telemetry",
     "jsonl_lines",
+    "jsonl_logs",
     "jsonl_metric_names",
     "jsonl_spans",
     "otlp_receiver",
@@ -52,6 +54,17 @@ def jsonl_spans(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         for resource_spans in line.get("resourceSpans", [])
         for scope_spans in resource_spans["scopeSpans"]
         for span in scope_spans["spans"]
+    ]
+
+
+def jsonl_logs(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every log record (OTLP/JSON: ``body``, ``severityText``, hex ``traceId``...) in a ``jsonl`` backend's file."""
+    return [
+        record
+        for line in jsonl_lines(path)
+        for resource_logs in line.get("resourceLogs", [])
+        for scope_logs in resource_logs["scopeLogs"]
+        for record in scope_logs["logRecords"]
     ]
 
 

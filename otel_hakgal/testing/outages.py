@@ -10,6 +10,10 @@ Faults of a push backend's receiver (``otlp``, ``sentry``, ``sentry-otlp``):
 ``prometheus`` is pulled, so its faults are the scraper's (see :mod:`tests.test_outages`
 and ``benchmarks/outages.py``): ``unreachable`` means no Prometheus scrapes at all,
 ``delay-5s`` a scraper whose connection stalls.
+
+The app's own log lines during an outage come from :data:`APP_LOGGER`: they are
+the telemetry being exported, not warnings about it, so :class:`WarningCapture`
+can leave them out (``ignore``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,22 @@ from otel_hakgal.testing.receiver import LoopbackServer
 
 FAULTS: Final = ("unreachable", "http-500", "http-429", "delay-5s")
 DELAY_S: Final = 5.0
+APP_LOGGER: Final = "hakgal.outage.app"  # the app's log lines during an outage (exported, not counted as warnings)
+# Loggers of the export machinery: their records must never be exported as log records (an export
+# that fails would log, and that record be exported, and fail...).
+EXPORT_LOGGERS: Final = (
+    "opentelemetry",
+    "urllib3",
+    "requests",
+    "sentry_sdk",
+    "otel_hakgal.delivery",
+    "otel_hakgal.export",
+)
+
+
+def is_export_logger(name: str) -> bool:
+    """Whether ``name`` is one of :data:`EXPORT_LOGGERS` or below one."""
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in EXPORT_LOGGERS)
 
 
 def apply_fault(receiver: LoopbackServer, fault: str) -> None:
@@ -41,7 +61,7 @@ def apply_fault(receiver: LoopbackServer, fault: str) -> None:
 def queue_depths(handle: Any) -> dict[str, tuple[int, int]]:
     """Queue name -> (items queued now, cap), for every export queue of the handle's backends.
 
-    From :meth:`Handle.stats`: the batch span processors (``otlp``, ``sentry-otlp``),
+    From :meth:`Handle.stats`: the batch span and log record processors (``otlp``, ``sentry-otlp``),
     this layer's Sentry span worker and open spans (``sentry``) and Sentry's
     transport queue (both Sentry backends). Names are prefixed with the backend's.
     """
@@ -53,18 +73,21 @@ def queue_depths(handle: Any) -> dict[str, tuple[int, int]]:
 
 
 class WarningCapture(logging.Handler):
-    """Keeps every WARNING-or-worse record that passed the loggers' filters.
+    """Keeps every WARNING-or-worse record that passed the loggers' filters, but those of ``ignore``'s loggers.
 
     Use as a context manager (a handler on the root logger).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ignore: tuple[str, ...] = ()) -> None:
         super().__init__(logging.WARNING)
         self._records_lock = threading.Lock()
+        self._ignore = frozenset(ignore)
         self.records: list[tuple[str, str]] = []  # (logger, message)
         self._export = 0
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.name in self._ignore:
+            return
         with self._records_lock:
             self.records.append((record.name, record.getMessage()))
             self._export += log_limits.limited(record)

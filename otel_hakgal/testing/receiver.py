@@ -1,9 +1,10 @@
 """A loopback OTLP/HTTP receiver that decodes protobuf, for tests and benchmarks.
 
-It stands in for an OpenTelemetry Collector: ``POST /v1/traces`` and
-``/v1/metrics`` (gzip or plain protobuf) are decoded with ``opentelemetry-proto``
-and kept in memory. Faults (see :class:`LoopbackServer`) can be switched on
-and off at runtime: an HTTP status, a delay, or the port going unreachable.
+It stands in for an OpenTelemetry Collector: ``POST /v1/traces``,
+``/v1/metrics`` and ``/v1/logs`` (gzip or plain protobuf) are decoded with
+``opentelemetry-proto`` and kept in memory, with each request's headers.
+Faults (see :class:`LoopbackServer`) can be switched on and off at runtime:
+an HTTP status, a delay, or the port going unreachable.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self, TypeVar
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -71,6 +76,44 @@ class ReceivedPoint:
     sum: float | None = None
     bounds: tuple[float, ...] = ()
     resource: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReceivedLog:
+    body: Any  # the message, for records from ``logging``
+    severity_text: str  # "WARN", "ERROR", ...
+    severity_number: int  # 13 WARN, 17 ERROR, ...
+    attributes: dict[str, Any]
+    trace_id: str | None  # hex; None outside any span
+    span_id: str | None
+    resource: dict[str, Any]
+    scope: str  # the logger's name
+    time_ns: int
+    flags: int = 0  # W3C trace flags (1: sampled)
+
+
+def decode_logs(body: bytes) -> list[ReceivedLog]:
+    request = ExportLogsServiceRequest.FromString(body)
+    logs = []
+    for resource_logs in request.resource_logs:
+        resource = attributes_of(resource_logs.resource.attributes)
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                logs.append(
+                    ReceivedLog(
+                        body=any_value(record.body),
+                        severity_text=record.severity_text,
+                        severity_number=record.severity_number,
+                        attributes=attributes_of(record.attributes),
+                        trace_id=record.trace_id.hex() or None,
+                        span_id=record.span_id.hex() or None,
+                        resource=resource,
+                        scope=scope_logs.scope.name,
+                        time_ns=record.time_unix_nano,
+                        flags=record.flags,
+                    )
+                )
+    return logs
 
 
 def decode_traces(body: bytes) -> list[ReceivedSpan]:
@@ -302,12 +345,22 @@ class LoopbackServer:
         raise NotImplementedError
 
 
+SIGNALS = ("traces", "metrics", "logs")
+
+
+def signal_of(path: str) -> str | None:
+    """The OTLP signal a request path is for (``/v1/logs`` -> ``"logs"``), if any."""
+    return next((signal for signal in SIGNALS if path.endswith(f"/v1/{signal}")), None)
+
+
 class OtlpReceiver(LoopbackServer):
     """OTLP/HTTP receiver on 127.0.0.1. Use as a context manager or call ``start``/``stop``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._spans: list[ReceivedSpan] = []
         self._points: list[ReceivedPoint] = []
+        self._logs: list[ReceivedLog] = []
+        self._headers: dict[str, list[dict[str, str]]] = {}
         self.request_count = 0
         self.bodies: list[bytes] | None = None  # set to [] to keep every decompressed request body
         super().__init__(host, port)
@@ -324,10 +377,22 @@ class OtlpReceiver(LoopbackServer):
         with self._lock:
             return [p for p in self._points if name is None or p.metric == name]
 
+    def logs(self) -> list[ReceivedLog]:
+        """Log records received, in the order they arrived."""
+        with self._lock:
+            return list(self._logs)
+
+    def headers_for(self, signal: str) -> list[dict[str, str]]:
+        """The headers (names in lower case) of each request for ``signal`` ("traces", "metrics", "logs")."""
+        with self._lock:
+            return list(self._headers.get(signal, []))
+
     def clear(self) -> None:
         with self._lock:
             self._spans.clear()
             self._points.clear()
+            self._logs.clear()
+            self._headers.clear()
 
     def wait_for_spans(self, count: int, timeout_s: float = 10.0) -> list[ReceivedSpan]:
         """Wait until at least ``count`` spans arrived; returns them (raises on timeout)."""
@@ -335,6 +400,10 @@ class OtlpReceiver(LoopbackServer):
 
     def wait_for_metric(self, name: str, timeout_s: float = 10.0) -> list[ReceivedPoint]:
         return _wait(lambda: self.metric_points(name) or None, timeout_s, f"metric {name}")
+
+    def wait_for_logs(self, count: int, timeout_s: float = 10.0) -> list[ReceivedLog]:
+        """Wait until at least ``count`` log records arrived; returns them (raises on timeout)."""
+        return _wait(lambda: self.logs() if len(self.logs()) >= count else None, timeout_s, f"{count} log records")
 
     def _record(self, path: str, body: bytes) -> tuple[int, bytes]:
         if self.bodies is not None:
@@ -350,6 +419,11 @@ class OtlpReceiver(LoopbackServer):
             with self._lock:
                 self._points.extend(points)
             return 200, ExportMetricsServiceResponse().SerializeToString()
+        if path.endswith("/v1/logs"):
+            logs = decode_logs(body)
+            with self._lock:
+                self._logs.extend(logs)
+            return 200, ExportLogsServiceResponse().SerializeToString()
         return 404, b""
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -360,8 +434,12 @@ class OtlpReceiver(LoopbackServer):
                 body = self.read_body()
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
+                signal = signal_of(self.path)
                 with receiver._lock:
                     receiver.request_count += 1
+                    if signal is not None:
+                        headers = {name.lower(): value for name, value in self.headers.items()}
+                        receiver._headers.setdefault(signal, []).append(headers)
                 fault = receiver._fault()
                 if fault is not None:
                     self.reply(fault, "application/x-protobuf", b"", receiver._fault_headers(fault))

@@ -7,7 +7,13 @@ It accepts
   item header / payload pairs (payload length from the item header's
   ``length``, else up to the next newline);
 - ``POST /api/<project>/integration/otlp/v1/traces/``: OTLP protobuf, decoded
-  with :func:`otel_hakgal.testing.receiver.decode_traces`.
+  with :func:`otel_hakgal.testing.receiver.decode_traces`;
+- ``POST /api/<project>/integration/otlp/v1/logs/``: OTLP protobuf, decoded
+  with :func:`otel_hakgal.testing.receiver.decode_logs`.
+
+Sentry Logs arrive in envelopes as ``log`` items (``{"items": [...]}``, content
+type ``application/vnd.sentry.items.log+json``): :meth:`SentryReceiver.logs`
+lists them one by one.
 
 Faults (status, delay, unreachable) are switched at runtime as for any
 :class:`~otel_hakgal.testing.receiver.LoopbackServer`.
@@ -23,7 +29,18 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from otel_hakgal.testing.receiver import LoopbackServer, QuietHandler, ReceivedSpan, _wait, decode_traces
+from otel_hakgal.testing.receiver import (
+    LoopbackServer,
+    QuietHandler,
+    ReceivedLog,
+    ReceivedSpan,
+    _wait,
+    decode_logs,
+    decode_traces,
+)
+
+OTLP_TRACES_PATH = ["integration", "otlp", "v1", "traces"]
+OTLP_LOGS_PATH = ["integration", "otlp", "v1", "logs"]
 
 
 @dataclass(frozen=True)
@@ -84,7 +101,9 @@ class SentryReceiver(LoopbackServer):
         self.public_key = public_key or secrets.token_hex(16)
         self._envelopes: list[Envelope] = []
         self._otlp_spans: list[ReceivedSpan] = []
-        self.otlp_request_headers: list[dict[str, str]] = []
+        self._otlp_logs: list[ReceivedLog] = []
+        self.otlp_request_headers: list[dict[str, str]] = []  # of OTLP traces requests
+        self.otlp_logs_request_headers: list[dict[str, str]] = []
         self.bodies: list[bytes] | None = None  # set to [] to keep every decompressed request body
         self.request_count = 0
         super().__init__(host, port)
@@ -124,19 +143,34 @@ class SentryReceiver(LoopbackServer):
         ``profile`` with ``frames``, ``stacks``, ``samples`` and ``thread_metadata``."""
         return [i.json for i in self.items("profile_chunk")]
 
+    def logs(self) -> list[dict[str, Any]]:
+        """Sentry Logs (``log`` items), one dict each: ``timestamp``, ``level``, ``body``, ``trace_id``,
+        ``span_id`` and ``attributes`` (each ``{"value": ..., "type": ...}``)."""
+        logs: list[dict[str, Any]] = []
+        for item in self.items("log"):
+            logs.extend((item.json or {}).get("items", []))
+        return logs
+
     def otlp_spans(self) -> list[ReceivedSpan]:
         with self._lock:
             return list(self._otlp_spans)
+
+    def otlp_logs(self) -> list[ReceivedLog]:
+        """Log records received at the OTLP logs endpoint."""
+        with self._lock:
+            return list(self._otlp_logs)
 
     def clear(self) -> None:
         with self._lock:
             self._envelopes.clear()
             self._otlp_spans.clear()
+            self._otlp_logs.clear()
             self.otlp_request_headers.clear()
+            self.otlp_logs_request_headers.clear()
 
     def wait_for(self, what: str, count: int = 1, timeout_s: float = 10.0) -> list[Any]:
-        """Wait until ``count`` of ``what`` arrived: ``"transaction"``, ``"event"``, ``"span"``, ``"profile_chunk"``
-        or ``"otlp"``."""
+        """Wait until ``count`` of ``what`` arrived: ``"transaction"``, ``"event"``, ``"span"``, ``"profile_chunk"``,
+        ``"log"`` (Sentry Logs), ``"otlp"`` (OTLP spans) or ``"otlp_log"``."""
 
         def found() -> list[Any] | None:
             got: list[Any]
@@ -148,8 +182,12 @@ class SentryReceiver(LoopbackServer):
                 got = self.streamed_spans()
             elif what == "profile_chunk":
                 got = self.profile_chunks()
+            elif what == "log":
+                got = self.logs()
             elif what == "otlp":
                 got = self.otlp_spans()
+            elif what == "otlp_log":
+                got = self.otlp_logs()
             else:
                 raise ValueError(f"unknown kind {what!r}")
             return got if len(got) >= count else None
@@ -171,11 +209,17 @@ class SentryReceiver(LoopbackServer):
             with self._lock:
                 self._envelopes.append(envelope)
             return 200
-        if parts[2:] == ["integration", "otlp", "v1", "traces"]:
+        if parts[2:] == OTLP_TRACES_PATH:
             spans = decode_traces(body)
             with self._lock:
                 self._otlp_spans.extend(spans)
                 self.otlp_request_headers.append(headers)
+            return 200
+        if parts[2:] == OTLP_LOGS_PATH:
+            logs = decode_logs(body)
+            with self._lock:
+                self._otlp_logs.extend(logs)
+                self.otlp_logs_request_headers.append(headers)
             return 200
         return 404
 

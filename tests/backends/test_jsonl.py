@@ -1,14 +1,17 @@
+import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 import otel_hakgal as hg
-from otel_hakgal.backends.jsonl import JsonlBackend, JsonlFileSpanExporter
+from otel_hakgal.backends.jsonl import JsonlBackend, JsonlFileSpanExporter, from_otlp_json, to_otlp_json
 from otel_hakgal.config import load_config, probe_config
 from otel_hakgal.conventions import Metric
-from otel_hakgal.testing import jsonl_metric_names, jsonl_spans
+from otel_hakgal.testing import jsonl_logs, jsonl_metric_names, jsonl_spans
 
 
 def test_writes_otlp_json_lines_with_hex_ids(tmp_path: Path) -> None:
@@ -137,3 +140,59 @@ def test_the_plain_sdk_exporter_warns_when_it_is_made(tmp_path: Path, caplog: py
     caplog.set_level(logging.WARNING, logger="otel_hakgal")
     JsonlFileSpanExporter(str(path))
     assert [f"jsonl backend cannot write {path}" in r.getMessage() for r in caplog.records] == [True]
+
+
+# --- log records (issue 17) ----------------------------------------------------------------------------------
+
+
+def test_log_records_are_otlp_json_lines_in_the_same_file(tmp_path: Path) -> None:
+    path = tmp_path / "telemetry.jsonl"
+    app = logging.getLogger("hakgal.tests.jsonl")
+    handle = hg.setup(backends=["jsonl"], settings={"jsonl.path": str(path), "jsonl.metrics": False})
+    try:
+        with hg.command("status") as cmd:
+            app.warning("inside %s", "status")
+            span_context = cmd.span.get_span_context()
+        app.error("outside")
+    finally:
+        handle.shutdown()
+    records = {record["body"]["stringValue"]: record for record in jsonl_logs(path)}
+    inside = records["inside status"]
+    assert inside["traceId"] == f"{span_context.trace_id:032x}" and inside["spanId"] == f"{span_context.span_id:016x}"
+    assert (inside["severityText"], inside["severityNumber"]) == ("WARN", 13)
+    assert "traceId" not in records["outside"]  # no span: no ids (empty bytes are left out)
+    [command] = jsonl_spans(path)
+    assert command["traceId"] == inside["traceId"]
+
+    # Each line parses back into the OTLP request it was written from, with the ids as bytes again.
+    log_lines = [line for line in path.read_text(encoding="utf-8").splitlines() if '"resourceLogs"' in line]
+    assert log_lines and all(set(json.loads(line)) == {"resourceLogs"} for line in log_lines)
+    requests = [from_otlp_json(line, ExportLogsServiceRequest()) for line in log_lines]
+    parsed = [
+        record
+        for request in requests
+        for resource_logs in request.resource_logs
+        if dict(_resource(resource_logs))["service.name"] == "hak-gal"
+        for scope_logs in resource_logs.scope_logs
+        if scope_logs.scope.name == app.name
+        for record in scope_logs.log_records
+    ]
+    [parsed_inside] = [record for record in parsed if record.body.string_value == "inside status"]
+    assert parsed_inside.trace_id == span_context.trace_id.to_bytes(16, "big")
+    assert parsed_inside.span_id == span_context.span_id.to_bytes(8, "big")
+    assert to_otlp_json(requests[0]) == log_lines[0]  # and back to the same line
+
+
+def _resource(resource_logs: Any) -> list[tuple[str, str]]:
+    return [(pair.key, pair.value.string_value) for pair in resource_logs.resource.attributes]
+
+
+def test_log_records_are_not_written_with_logs_off(tmp_path: Path) -> None:
+    path = tmp_path / "telemetry.jsonl"
+    handle = hg.setup(backends=["jsonl"], settings={"jsonl.path": str(path), "logs.enabled": False})
+    try:
+        with hg.command("status"):
+            logging.getLogger("hakgal.tests.jsonl").warning("not written")
+    finally:
+        handle.shutdown()
+    assert jsonl_spans(path) and jsonl_logs(path) == []

@@ -89,6 +89,12 @@ def test_v2_span_converts_a_transaction_span_with_its_op_and_data() -> None:
     assert attributes["sentry.release"] == "1.0" and attributes["sentry.segment.name"] == "POST /ask"
 
 
+def test_log_item_type_is_sentry_sdks_log_batch_item() -> None:
+    assert (_compat.LOG_ITEM_TYPE, _compat.LOG_ITEM_CONTENT_TYPE) == ("log", "application/vnd.sentry.items.log+json")
+    item = Item(type=_compat.LOG_ITEM_TYPE, content_type=_compat.LOG_ITEM_CONTENT_TYPE, payload=PayloadRef(json={}))
+    assert item.data_category == "log_item"  # lost logs are counted as logs
+
+
 # --- events --------------------------------------------------------------------------------
 
 
@@ -127,6 +133,67 @@ def test_merged_scope_holds_the_isolation_and_current_scopes_tags() -> None:
     assert event["tags"]["from"] == "isolation" and event["tags"]["inner"] == "current"
 
 
+# --- logs -----------------------------------------------------------------------------------
+
+
+def _log(body: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "severity_text": "warn",
+        "severity_number": 13,
+        "body": body,
+        "attributes": {"logger.name": "app"},
+        "time_unix_nano": 1_700_000_000_123_456_789,
+        "trace_id": TRACE_ID,
+        "span_id": SPAN_ID,
+        **fields,
+    }
+
+
+def test_capture_log_sends_the_logs_own_trace_span_and_time_with_the_scopes_attributes(
+    make_client: Callable[..., Any], sentry_receiver: SentryReceiver
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def before_send_log(log: Any, hint: Any) -> Any:
+        seen.append(dict(log))
+        return None if log["body"] == "drop me" else log
+
+    client = make_client(dsn=dsn(sentry_receiver), release="1.0", environment="test", before_send_log=before_send_log)
+    scope = sentry_sdk.Scope()
+    scope.set_attribute("tenant", "acme")
+    _compat.capture_log(client, _log("kept"), scope)
+    _compat.capture_log(client, _log("drop me"), scope)
+    _compat.capture_log(client, _log("no trace", trace_id=None, span_id=None), scope)
+    client.flush(timeout=5)
+
+    logs = {log["body"]: log for log in sentry_receiver.wait_for("log", 2)}
+    assert set(logs) == {"kept", "no trace"}  # before_send_log ran, and may drop
+    kept = logs["kept"]
+    assert (kept["trace_id"], kept["span_id"], kept["level"]) == (TRACE_ID, SPAN_ID, "warn")
+    assert kept["timestamp"] == pytest.approx(1_700_000_000.123456789)
+    attributes = {key: value["value"] for key, value in kept["attributes"].items()}
+    assert attributes["tenant"] == "acme" and attributes["logger.name"] == "app"  # the scope's attributes
+    assert attributes["sentry.severity_number"] == 13
+    # a log without ids gets the scope's trace id, never a span id of the calling thread
+    assert len(logs["no trace"]["trace_id"]) == 32 and "span_id" not in logs["no trace"]
+    assert [log["body"] for log in seen] == ["kept", "drop me", "no trace"]
+
+
+def test_log_batcher_depth_reports_buffered_logs_and_the_drop_bound(make_client: Callable[..., Any]) -> None:
+    client = make_client(dsn=f"http://{PUBLIC_KEY}@127.0.0.1:9/1")  # nothing is flushed in this test
+    assert _compat.log_batcher_depth(client) == (0, 1000)
+    for index in range(3):
+        _compat.capture_log(client, _log(f"buffered {index}"), sentry_sdk.Scope())
+    assert _compat.log_batcher_depth(client) == (3, 1000)
+    assert _compat.log_batcher_depth(object()) is None  # type: ignore[arg-type]
+
+
+def test_otlp_logs_target_is_the_dsns_otlp_logs_endpoint_with_its_auth() -> None:
+    url, headers = _compat.otlp_logs_target(f"https://{PUBLIC_KEY}@o1.ingest.sentry.io/42")
+    assert url == "https://o1.ingest.sentry.io/api/42/integration/otlp/v1/logs/"
+    assert headers["X-Sentry-Auth"].startswith(f"Sentry sentry_key={PUBLIC_KEY},")
+
+
 # --- transport ------------------------------------------------------------------------------
 
 
@@ -146,6 +213,27 @@ def test_hooked_transport_wraps_each_request(make_client: Callable[..., Any], se
     [event] = sentry_receiver.wait_for("event")
     assert event["message"] == "through the hook"
     assert statuses == [200]
+
+
+def test_hooked_transport_knows_the_item_types_of_the_envelope_it_sends(
+    make_client: Callable[..., Any], sentry_receiver: SentryReceiver
+) -> None:
+    sent: list[frozenset[str]] = []
+
+    class Recording(_compat.HookedHttpTransport):
+        def around_request(self, send: Callable[[], Any]) -> Any:
+            sent.append(self.sending_items)
+            return send()
+
+    client = make_client(dsn=dsn(sentry_receiver), transport=Recording)
+    client.capture_event({"message": "an event", "level": "info"})
+    client.flush(timeout=5)
+    _compat.capture_log(client, _log("a log"), sentry_sdk.Scope())
+    client.flush(timeout=5)
+
+    sentry_receiver.wait_for("log")
+    assert sent == [frozenset({"event"}), frozenset({"log"})]
+    assert client.transport.sending_items == frozenset()  # only while a request runs
 
 
 def test_hooked_transport_counts_envelopes_dropped_by_a_full_queue(

@@ -14,7 +14,8 @@ Names, each a module attribute or small function below:
 - ``v2_span``: ``sentry_sdk.client._serialized_v1_span_to_serialized_v2_span``;
 - ``prepare_event``: ``Client._prepare_event``;
 - ``merged_scope``: ``Scope._merge_scopes``;
-- ``HookedHttpTransport``: ``HttpTransport._request`` and ``HttpTransport.on_dropped_event``;
+- ``HookedHttpTransport``: ``HttpTransport._request``, ``._send_request`` (its ``envelope``) and
+  ``.on_dropped_event``;
 - ``transport_queue``: the transport's ``_worker._queue``;
 - ``compression_options``: ``_experiments["transport_compression_level"]``;
 - ``register_external_propagation_context`` / ``remove_external_propagation_context``
@@ -24,6 +25,11 @@ Names, each a module attribute or small function below:
 - ``Baggage``, ``extract_sentrytrace_data`` (``sentry_sdk.tracing_utils``);
 - ``event_from_exception``, ``format_timestamp`` (``sentry_sdk.utils``);
 - ``otlp_traces_target``: ``Dsn(...).to_auth(...).get_api_url(EndpointType.OTLP_TRACES)``;
+- ``otlp_logs_target``: the same URL with ``v1/logs`` for ``v1/traces`` (sentry-sdk has no ``OTLP_LOGS``);
+- ``capture_log``: ``Client._capture_log`` (a log with its own trace and span id; ``sentry_sdk.logger``
+  takes them from the calling thread's scope);
+- ``LOG_ITEM_TYPE`` / ``LOG_ITEM_CONTENT_TYPE`` / ``log_batcher_depth``: ``sentry_sdk._log_batcher.LogBatcher``'s
+  envelope item, and the client's ``log_batcher``'s ``_buffer`` and ``MAX_BEFORE_DROP``;
 - ``profile_scheduler``, ``profile_session_sampled``, ``start_profile``, ``running_profiler_id``,
   ``wait_profiler_idle``, ``stop_profile_scheduler``: the continuous profiler's module-global
   ``_scheduler`` and its ``sampled``, ``lifecycle``, ``auto_start()``, ``profiler_id``, ``thread``,
@@ -57,6 +63,7 @@ def _incompatible(what: str, error: BaseException | None = None) -> Incompatible
 
 try:
     import sentry_sdk
+    from sentry_sdk._log_batcher import LogBatcher
     from sentry_sdk._span_batcher import SpanBatcher
     from sentry_sdk.client import _serialized_v1_span_to_serialized_v2_span
     from sentry_sdk.consts import VERSION, EndpointType
@@ -79,8 +86,10 @@ except AttributeError as error:
 # Methods the layer calls or overrides: checked at import, so a missing one fails here, not mid-send.
 for _owner, _method in (
     (sentry_sdk.Client, "_prepare_event"),
+    (sentry_sdk.Client, "_capture_log"),
     (Scope, "_merge_scopes"),
     (HttpTransport, "_request"),
+    (HttpTransport, "_send_request"),
     (HttpTransport, "on_dropped_event"),
 ):
     if not callable(getattr(_owner, _method, None)):
@@ -90,6 +99,8 @@ if TYPE_CHECKING:
     from sentry_sdk.client import BaseClient
 
 __all__ = [
+    "LOG_ITEM_CONTENT_TYPE",
+    "LOG_ITEM_TYPE",
     "PROFILE_CHUNK_ITEM_TYPE",
     "SENTRY_BAGGAGE_KEY",
     "SENTRY_TRACE_KEY",
@@ -100,11 +111,14 @@ __all__ = [
     "Baggage",
     "HookedHttpTransport",
     "IncompatibleSentrySdk",
+    "capture_log",
     "compression_options",
     "event_from_exception",
     "extract_sentrytrace_data",
     "format_timestamp",
+    "log_batcher_depth",
     "merged_scope",
+    "otlp_logs_target",
     "otlp_traces_target",
     "prepare_event",
     "profile_scheduler",
@@ -132,6 +146,10 @@ def v2_span(span: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
     return converted
 
 
+# The envelope item sentry-sdk batches logs in (``{"version": 2, "items": [...]}``).
+LOG_ITEM_TYPE: Final[str] = LogBatcher.TYPE
+LOG_ITEM_CONTENT_TYPE: Final[str] = LogBatcher.CONTENT_TYPE
+
 # --- events ----------------------------------------------------------------------
 
 
@@ -151,18 +169,53 @@ def merged_scope() -> Scope:
     return sentry_sdk.get_current_scope()._merge_scopes()
 
 
+# --- logs ---------------------------------------------------------------------------------
+
+
+def capture_log(client: BaseClient, log: dict[str, Any], scope: Scope) -> None:
+    """Hand a Sentry log (sentry-sdk's ``Log`` dict) to ``client`` as ``sentry_sdk.logger`` does.
+
+    The client applies ``scope`` (its attributes, and the trace and span id where ``log`` has none),
+    runs ``before_send_log`` and adds the log to its batcher, which sends it within seconds.
+    """
+    client._capture_log(log, scope=scope)  # type: ignore[arg-type]
+
+
+def log_batcher_depth(client: BaseClient) -> tuple[int, int] | None:
+    """(logs buffered now, the count at which the batcher drops new ones) of ``client``; None if it has none."""
+    batcher = getattr(client, "log_batcher", None)
+    buffer = getattr(batcher, "_buffer", None)
+    if batcher is None or buffer is None:
+        return None
+    try:
+        return len(buffer), int(batcher.MAX_BEFORE_DROP)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
 # --- transport ------------------------------------------------------------------------
 
 
 class HookedHttpTransport(HttpTransport):
-    """sentry-sdk's HTTP transport with two public hooks over its private methods.
+    """sentry-sdk's HTTP transport with public hooks over its private methods.
 
     ``around_request(send)`` wraps each HTTP request (``send()`` performs it and
-    returns the urllib3 response); ``queue_overflows`` counts envelopes the
+    returns the urllib3 response); during it, ``sending_items`` holds the item
+    types of the envelope being sent. ``queue_overflows`` counts envelopes the
     transport dropped because its queue was full.
     """
 
     queue_overflows = 0
+    # Set and read on the transport's one worker thread, around each request.
+    sending_items: frozenset[str] = frozenset()
+
+    def _send_request(self, body: Any, headers: Any, endpoint_type: Any, envelope: Any = None) -> None:
+        items = getattr(envelope, "items", None) or ()
+        self.sending_items = frozenset(str(getattr(item, "type", "")) for item in items)
+        try:
+            super()._send_request(body, headers=headers, endpoint_type=endpoint_type, envelope=envelope)
+        finally:
+            self.sending_items = frozenset()
 
     def _request(self, method: str, endpoint_type: Any, body: Any, headers: Any) -> Any:
         send = super()._request
@@ -200,6 +253,18 @@ def otlp_traces_target(dsn: str) -> tuple[str, dict[str, str]]:
     """Sentry's OTLP traces URL for ``dsn`` and the auth header it wants."""
     auth = Dsn(dsn).to_auth(f"sentry.python/{VERSION}")
     return auth.get_api_url(EndpointType.OTLP_TRACES), {"X-Sentry-Auth": auth.to_header()}
+
+
+_OTLP_TRACES_PATH: Final = "v1/traces/"
+_OTLP_LOGS_PATH: Final = "v1/logs/"
+
+
+def otlp_logs_target(dsn: str) -> tuple[str, dict[str, str]]:
+    """Sentry's OTLP logs URL for ``dsn`` (``/api/<project>/integration/otlp/v1/logs/``) and its auth header."""
+    traces, headers = otlp_traces_target(dsn)
+    if not traces.endswith(_OTLP_TRACES_PATH):
+        raise _incompatible(f"an OTLP traces URL ending in {_OTLP_TRACES_PATH!r} (got {traces!r})")
+    return traces[: -len(_OTLP_TRACES_PATH)] + _OTLP_LOGS_PATH, headers
 
 
 # --- the continuous profiler ---------------------------------------------------------

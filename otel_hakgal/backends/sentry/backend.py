@@ -3,7 +3,9 @@
 ``sentry_sdk.init(instrumenter="otel")`` plus the layer's
 :class:`~otel_hakgal.backends.sentry.transactions.SentryTransactionProcessor` on
 its TracerProvider, and a propagator that speaks ``sentry-trace`` next to W3C.
-The OTel sampler decides once; Sentry follows.
+The OTel sampler decides once; Sentry follows. Log records become Sentry Logs
+(``enable_logs``) in the same trace, through
+:class:`~otel_hakgal.backends.sentry.logs.SentryLogProcessor`.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from otel_hakgal.backends.base import BackendStats
 from otel_hakgal.backends.sentry.common import SentryBackendBase
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk._logs import LogRecordProcessor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import SpanProcessor
 
     from otel_hakgal.backends.sentry.client import SentryClient
+    from otel_hakgal.backends.sentry.logs import SentryLogProcessor
     from otel_hakgal.backends.sentry.propagator import DscHead
     from otel_hakgal.backends.sentry.transactions import SentryTransactionProcessor
     from otel_hakgal.config import Config
@@ -30,9 +34,10 @@ class SentryBackend(SentryBackendBase):
     def __init__(self, config: Config, resource: Resource) -> None:
         super().__init__(config, resource)
         self.processor: SentryTransactionProcessor | None = None
+        self.log_processor: SentryLogProcessor | None = None
 
     def init_options(self) -> dict[str, Any]:
-        return {"traces_sample_rate": self.sample_rate}
+        return {"traces_sample_rate": self.sample_rate, "enable_logs": self.logs_enabled}
 
     def create_span_processors(self, client: SentryClient, head: DscHead) -> Sequence[SpanProcessor]:
         from otel_hakgal.backends.sentry.transactions import SentryTransactionProcessor
@@ -49,8 +54,19 @@ class SentryBackend(SentryBackendBase):
         )
         return (self.processor,)
 
+    def create_log_processors(self, client: SentryClient) -> Sequence[LogRecordProcessor]:
+        if not self.settings.dsn:
+            return ()
+        from otel_hakgal.backends.sentry.logs import SentryLogProcessor
+
+        # Flushed and shut down before the backend, like the span processors: it drains its worker itself.
+        self.log_processor = SentryLogProcessor(client.client, shutdown_timeout_s=self.config.export.shutdown_timeout)
+        return (self.log_processor,)
+
     def stats(self) -> BackendStats:
         stats = super().stats()
-        if self.processor is None:
-            return stats
-        return BackendStats(queues={**stats.queues, **self.processor.queue_stats()}, sends=stats.sends)
+        queues = dict(stats.queues)
+        for processor in (self.processor, self.log_processor):
+            if processor is not None:
+                queues.update(processor.queue_stats())
+        return BackendStats(queues=queues, sends=stats.sends)

@@ -19,6 +19,8 @@ import sentry_sdk
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation, suppress_instrumentation
 from opentelemetry.trace import format_span_id, format_trace_id
+from sentry_sdk.integrations.dedupe import DedupeIntegration
+from sentry_sdk.integrations.logging import LoggingIntegration
 
 from otel_hakgal import runtime
 from otel_hakgal.backends.base import QueueStats
@@ -50,14 +52,18 @@ HANDOVER_WAIT_S: Final = 2.0
 _HANDOVER_POLL_S: Final = 0.002
 # Event hint key: the scrubber in force when a transaction's root span ended (it is sent later, off-thread).
 HINT_SCRUBBER: Final = "otel_hakgal_scrubber"
+# The same for a log, whose ``before_send_log`` gets no hint: a key of the log dict itself, removed there
+# (sentry-sdk's envelope keeps only the log's known keys anyway).
+LOG_SCRUBBER_KEY: Final = "_otel_hakgal_scrubber"
 # A Sentry DSN's public key: 32 hex digits.
 _PUBLIC_KEY: Final = re.compile(r"[0-9a-f]{32}")
 
 
-def recording_transport(log: DeliveryLog) -> type[_compat.HookedHttpTransport]:
+def recording_transport(log: DeliveryLog, log_delivery: DeliveryLog | None = None) -> type[_compat.HookedHttpTransport]:
     """Sentry's HTTP transport, logging each send's status for ``selftest`` and ``stats()``.
 
-    A failed send is also logged as a warning on ``otel_hakgal.delivery``
+    A send of an envelope with Sentry Logs (a ``log`` item) is counted in ``log_delivery`` too: ``selftest``
+    tells from it whether log records arrived. A failed send is also logged as a warning on ``otel_hakgal.delivery``
     (rate-limited by :mod:`otel_hakgal.log_limits`): Sentry's own transport
     drops failed envelopes silently unless ``debug`` is on.
     """
@@ -70,13 +76,20 @@ def recording_transport(log: DeliveryLog) -> type[_compat.HookedHttpTransport]:
                 with suppress_instrumentation(), suppress_http_instrumentation():
                     response = send()
             except Exception as error:
-                log.record_error(error)
+                for outcomes in self._delivery_logs():
+                    outcomes.record_error(error)
                 delivery_logger.warning("Sentry unreachable (%s); its events are dropped", type(error).__name__)
                 raise
-            log.record_status(response.status)
+            for outcomes in self._delivery_logs():
+                outcomes.record_status(response.status)
             if response.status >= 400:
                 delivery_logger.warning("Sentry answered HTTP %s; its events are dropped", response.status)
             return response
+
+        def _delivery_logs(self) -> tuple[DeliveryLog, ...]:
+            if log_delivery is not None and _compat.LOG_ITEM_TYPE in self.sending_items:
+                return (log, log_delivery)
+            return (log,)
 
         def on_dropped_event(self, reason: str) -> None:
             super().on_dropped_event(reason)
@@ -133,6 +146,31 @@ def scrub_transaction(event: Any, hint: Any) -> Any:
     if scrubber is None or not isinstance(event, dict):
         return event
     return _keeping_dsc(event, scrubber, scrubber.scrub_transaction)
+
+
+def scrub_log(log: Any, hint: Any) -> Any:
+    """``before_send_log``: the body and every attribute pass the scrubber once more, after sentry-sdk's additions.
+
+    The layer's records were scrubbed, cut and given their ``text_mode`` before the log processor saw them; the
+    client then adds its scopes' attributes (anything the app set with ``sentry_sdk.set_attribute``, the user
+    with ``send_default_pii``), and the app may log through ``sentry_sdk.logger`` directly: those only pass here.
+    Secrets only: ``text_mode`` (a hash, an omission) was applied once, where the record was made.
+    """
+    if not isinstance(log, dict):
+        return log
+    scrubber: SecretScrubber | None
+    scrubber = log.pop(LOG_SCRUBBER_KEY) if LOG_SCRUBBER_KEY in log else runtime.current.scrubber
+    if scrubber is None:
+        return log
+    body = log.get("body")
+    if isinstance(body, str):
+        log["body"] = scrubber.scrub(body, remember=False)
+    attributes = log.get("attributes")
+    if isinstance(attributes, dict):
+        scrubbed = scrubber.scrub_attributes(attributes)
+        if scrubbed is not None:
+            log["attributes"] = dict(scrubbed)
+    return log
 
 
 def _keeping_dsc(event: dict[str, Any], scrubber: SecretScrubber, scrub: Callable[[Any], Any]) -> Any:
@@ -225,11 +263,21 @@ class SentryClient:
         settings: SentrySettings,
         integrations: Sequence[Integration],
         delivery: DeliveryLog,
+        *,
+        log_delivery: DeliveryLog | None = None,
         **options: Any,
     ) -> SentryClient:
-        """``sentry_sdk.init`` from the config: the new client becomes sentry-sdk's global client."""
+        """``sentry_sdk.init`` from the config: the new client becomes sentry-sdk's global client.
+
+        sentry-sdk's logging integration keeps making error events of ERROR records (one per exception, linked
+        to the span by the layer's event processor) and breadcrumbs of INFO ones, but never Sentry Logs: the
+        layer's log pipeline sends those (scrubbed, rate-limited, at ``logs.level``), so each record arrives once.
+        Sends of envelopes with Sentry Logs are counted in ``log_delivery`` too.
+        """
         if not settings.dsn:
             logger.warning("otel_hakgal: Sentry backend has no dsn (set SENTRY_DSN): nothing is sent to Sentry")
+        if not any(isinstance(integration, LoggingIntegration) for integration in integrations):
+            integrations = [*integrations, LoggingIntegration(sentry_logs_level=None)]
         previous = _global_client()
         sentry_sdk.init(
             dsn=settings.dsn or None,
@@ -253,11 +301,16 @@ class SentryClient:
             # keep. Overload is met by sized queues instead, and what they drop is counted and reported.
             enable_backpressure_handling=False,
             integrations=list(integrations),
+            # The layer's event processor files an exception once per trace (errors.reported_before), across
+            # threads and whatever came between; sentry-sdk's dedupe, per context and only for the last exception,
+            # would also drop an exception instance raised again in another request.
+            disabled_integrations=[DedupeIntegration],
             shutdown_timeout=config.export.shutdown_timeout,
-            transport=recording_transport(delivery),
+            transport=recording_transport(delivery, log_delivery),
             before_send=scrub_event,
             before_send_transaction=scrub_transaction,
             before_breadcrumb=scrub_event,
+            before_send_log=scrub_log,
             **_compat.compression_options(settings.compression_level),
             **options,
         )

@@ -20,9 +20,11 @@ from otel_hakgal.backends.sentry.settings import (
     profile_session_rate,
     sample_rate_problem,
 )
+from otel_hakgal.delivery import DeliveryLog
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
+    from opentelemetry.sdk._logs import LogRecordProcessor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import SpanProcessor
     from sentry_sdk.integrations import Integration
@@ -58,6 +60,8 @@ class SentryBackendBase(Backend):
         self.linker: ErrorLinker | None = None
         # The continuous profiler this backend's client set up (None: profiling off or session not sampled).
         self.profiler: SentryProfiler | None = None
+        # What the sends of log records did, for ``selftest`` (each is counted in ``delivery`` too).
+        self.log_delivery = DeliveryLog()
         self._running = False
 
     @classmethod
@@ -88,6 +92,15 @@ class SentryBackendBase(Backend):
         """The processors that carry spans to Sentry, sending through ``client``."""
         return ()
 
+    def create_log_processors(self, client: SentryClient) -> Sequence[LogRecordProcessor]:
+        """The processors that carry log records to Sentry (called only with ``logs.enabled``)."""
+        return ()
+
+    @property
+    def logs_enabled(self) -> bool:
+        """The logs signal is on (``logs.enabled``): this backend sends log records."""
+        return self.config.logs.enabled
+
     # --- lifecycle ----------------------------------------------------------------
 
     def create_parts(self) -> Parts:
@@ -96,7 +109,14 @@ class SentryBackendBase(Backend):
         from otel_hakgal.backends.sentry.propagator import ClientDscHead, SentryTracePropagator
 
         integrations = self.integrations()
-        self.client = SentryClient.start(self.config, self.settings, integrations, self.delivery, **self.init_options())
+        self.client = SentryClient.start(
+            self.config,
+            self.settings,
+            integrations,
+            self.delivery,
+            log_delivery=self.log_delivery,
+            **self.init_options(),
+        )
         try:
             if profile_session_rate(self.settings) > 0:
                 from otel_hakgal.backends.sentry.profiling import SentryProfiler
@@ -105,6 +125,7 @@ class SentryBackendBase(Backend):
             head = ClientDscHead(self.client.client, self.sample_rate)
             open_spans = errors.OpenSpans()
             processors = self.create_span_processors(self.client, head)
+            log_processors = self.create_log_processors(self.client) if self.logs_enabled else ()
             errors.register_event_processor()
         except BaseException:
             self.shutdown()  # gives sentry-sdk back the client this start replaced
@@ -112,7 +133,11 @@ class SentryBackendBase(Backend):
         self.open_spans = open_spans
         self.linker = errors.ErrorLinker(open_spans, head, self.config.redaction.max_text_length, self.settings.tags)
         self._running = True
-        return Parts(span_processors=(open_spans, *processors), propagators=(SentryTracePropagator(head),))
+        return Parts(
+            span_processors=(open_spans, *processors),
+            propagators=(SentryTracePropagator(head),),
+            log_processors=tuple(log_processors),
+        )
 
     def stats(self) -> BackendStats:
         stats = super().stats()

@@ -35,6 +35,9 @@ logger = logging.getLogger("otel_hakgal")
 
 HINT_SPAN: Final = "otel_hakgal_span"  # event hint key: the span a handled error was captured in
 MECHANISM: Final = "otel_hakgal"
+# Noted on an exception: the trace ids of the error events that carried it (a repeat in one of them is dropped).
+_REPORTED: Final = "_otel_hakgal_sentry_reported"
+_MAX_REPORTED_TRACES: Final = 16
 
 
 # --- open spans, to walk from where an error happened up to the root ---------
@@ -70,6 +73,18 @@ class OpenSpans(SpanProcessor):
             seen.add(id(span))
             parent = span.parent
         return chain
+
+
+def _this_raise(escaped: Sequence[Any], reported: trace.SpanContext) -> list[Any]:
+    """The spans of ``escaped`` (innermost first) in the trace the error is reported in.
+
+    An exception instance raised again (an app's pre-built one) keeps the spans it escaped before, in other
+    traces: those are not where this report's error happened. Reported outside any span: the last raise's trace.
+    """
+    if not escaped:
+        return []
+    trace_id = reported.trace_id if reported.is_valid else escaped[-1].get_span_context().trace_id
+    return [span for span in escaped if span.get_span_context().trace_id == trace_id]
 
 
 def chain_tags(chain: Sequence[Any]) -> dict[str, str]:
@@ -112,14 +127,12 @@ class ErrorLinker:
     def _link(self, event: dict[str, Any], hint: dict[str, Any]) -> None:
         exc_info = hint.get("exc_info")
         error = exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) > 1 else None
-        escaped = escaped_spans(error) if isinstance(error, BaseException) else []
         hinted = hint.get(HINT_SPAN)
-        if escaped:  # where it was raised beats where it was reported
-            chain = self.open_spans.chain(escaped)
-        elif hinted is not None:
-            chain = self.open_spans.chain([hinted])
-        else:
-            chain = self.open_spans.chain([trace.get_current_span()])
+        reported = hinted if hinted is not None else trace.get_current_span()
+        escaped = escaped_spans(error) if isinstance(error, BaseException) else []
+        escaped = _this_raise(escaped, reported.get_span_context())
+        # Where it was raised beats where it was reported.
+        chain = self.open_spans.chain(escaped or [reported])
         span = chain[0]
         context = span.get_span_context()
         if not context.is_valid:
@@ -160,8 +173,37 @@ def active_linker() -> ErrorLinker | None:
     return None
 
 
+def reported_before(event: dict[str, Any], hint: Any) -> bool:
+    """Whether the exception of an error event was in an earlier error event of the same trace; notes it if not.
+
+    One exception, one error event: ``logger.exception(...)`` (sentry-sdk's logging integration), then the same
+    exception escaping to ``hg.capture_exception``, Flask's integration or a thread's. sentry-sdk's own
+    ``DedupeIntegration`` drops a repeat only while no other exception came between, in the same context
+    (not across threads or tasks); the trace ids noted on the exception object hold everywhere. Per trace, so
+    an exception instance an app raises again in another request (a pre-built one) is filed there too. The
+    first event, filed where the exception was logged or caught, stays. Call after :meth:`ErrorLinker.decorate`.
+    """
+    exc_info = hint.get("exc_info") if isinstance(hint, dict) else None
+    error = exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) > 1 else None
+    state = getattr(error, "__dict__", None) if isinstance(error, BaseException) else None
+    if not isinstance(state, dict):  # an exception type without attributes: sentry-sdk's dedupe only
+        return False
+    trace_context = (event.get("contexts") or {}).get("trace") or {}
+    trace_id = trace_context.get("trace_id") if isinstance(trace_context, dict) else None
+    traces = state.setdefault(_REPORTED, [])
+    if trace_id in traces:
+        return True
+    if len(traces) >= _MAX_REPORTED_TRACES:
+        del traces[0]
+    traces.append(trace_id)
+    return False
+
+
 def _decorate_error(event: Any, hint: Any) -> Any:
-    """Global event processor: errors and messages get the running Sentry backend's decoration."""
+    """Global event processor: errors and messages get the running Sentry backend's decoration.
+
+    A repeat of an exception already filed in the same trace is dropped (see :func:`reported_before`).
+    """
     if event.get("type") == "transaction":
         return event  # the transaction processor builds those whole
     linker = active_linker()
@@ -171,6 +213,9 @@ def _decorate_error(event: Any, hint: Any) -> Any:
         linker.decorate(event, hint or {})
     except Exception:  # never lose the error event over its decoration
         logger.debug("otel_hakgal: could not link a Sentry event to its span", exc_info=True)
+    if reported_before(event, hint):
+        logger.debug("otel_hakgal: dropped a second Sentry error event for the same exception")
+        return None
     return event
 
 

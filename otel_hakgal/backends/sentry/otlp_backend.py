@@ -5,7 +5,9 @@ exporter and propagator are switched off (``setup_otlp_traces_exporter=False``,
 ``setup_propagator=False``) because they would replace the layer's provider
 wiring and the global propagator. The layer exports to the OTLP URL derived
 from the DSN and propagates with its own ``sentry-trace``-aware propagator.
-Ops, tags and measurements are derived by Sentry on ingest.
+Ops, tags and measurements are derived by Sentry on ingest. Log records go,
+with ``logs.enabled``, to Sentry's OTLP logs endpoint through the OTel
+``OTLPLogExporter`` and a batch processor; they keep their trace and span id.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
+from otel_hakgal.backends.base import BackendStats
 from otel_hakgal.backends.sentry.common import SentryBackendBase
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk._logs import LogRecordProcessor
+    from opentelemetry.sdk._logs.export import LogRecordExporter
     from opentelemetry.sdk.trace import SpanProcessor
     from opentelemetry.sdk.trace.export import SpanExporter
     from sentry_sdk.integrations import Integration
@@ -52,6 +57,24 @@ class SentryOtlpBackend(SentryBackendBase):
         exporter = sentry_otlp_exporter(self.settings.dsn, self.delivery)
         return (*profiling, CountingBatchSpanProcessor(exporter, self.config))
 
+    def create_log_processors(self, client: SentryClient) -> Sequence[LogRecordProcessor]:
+        if not self.settings.dsn:
+            return ()
+        from otel_hakgal.backends.batching import CountingBatchLogRecordProcessor
+        from otel_hakgal.backends.otlp import SignalDeliveryLog
+
+        # Log exports counted apart (``selftest``) and with every other send (``delivery``).
+        self.log_delivery = SignalDeliveryLog(self.delivery)
+        exporter = sentry_otlp_log_exporter(self.settings.dsn, self.log_delivery)
+        return (CountingBatchLogRecordProcessor(exporter, self.config),)
+
+    def stats(self) -> BackendStats:
+        from otel_hakgal.backends.batching import batch_queues
+
+        stats = super().stats()
+        # The batch log processor's queue too (the base reports the span processors').
+        return BackendStats(queues={**stats.queues, **batch_queues(self.parts)}, sends=stats.sends)
+
 
 def sentry_otlp_exporter(dsn: str, delivery: DeliveryLog) -> SpanExporter:
     """An OTLP span exporter to Sentry's endpoint for ``dsn`` that reads none of the ``OTEL_EXPORTER_OTLP_*``
@@ -68,6 +91,25 @@ def sentry_otlp_exporter(dsn: str, delivery: DeliveryLog) -> SpanExporter:
 
     endpoint, headers = otlp_traces_target(dsn)
     return OTLPSpanExporter(
+        endpoint=endpoint,
+        headers=headers,
+        timeout=EXPORT_TIMEOUT_S,
+        compression=Compression.NoCompression,
+        session=OwnHeadersSession(delivery, headers),
+    )
+
+
+def sentry_otlp_log_exporter(dsn: str, delivery: DeliveryLog) -> LogRecordExporter:
+    """An OTLP log exporter to Sentry's logs endpoint for ``dsn``, as :func:`sentry_otlp_exporter` for spans:
+    none of the ``OTEL_EXPORTER_OTLP_[LOGS_]*`` headers or TLS files, which configure another collector."""
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+    from otel_hakgal.backends.sentry._compat import otlp_logs_target
+    from otel_hakgal.backends.sentry.otlp_session import OwnHeadersSession
+
+    endpoint, headers = otlp_logs_target(dsn)
+    return OTLPLogExporter(
         endpoint=endpoint,
         headers=headers,
         timeout=EXPORT_TIMEOUT_S,

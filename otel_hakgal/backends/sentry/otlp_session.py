@@ -1,10 +1,11 @@
-"""The ``requests`` session of the ``sentry-otlp`` exporter: Sentry's endpoint and auth header, nothing else.
+"""The ``requests`` session of the ``sentry-otlp`` exporters: Sentry's endpoint and auth header, nothing else.
 
-OTel's OTLP span exporter reads its environment even when given explicit
-arguments: it merges ``OTEL_EXPORTER_OTLP_HEADERS`` (or ``..._TRACES_HEADERS``)
-into every request under the headers it was given, and sets its session's TLS
-files from ``OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`` / ``CLIENT_CERTIFICATE``
-/ ``CLIENT_KEY``. Those variables configure the ``otlp`` backend's collector
+OTel's OTLP span and log exporters read their environment even when given
+explicit arguments: they merge ``OTEL_EXPORTER_OTLP_HEADERS`` (or
+``..._TRACES_HEADERS`` / ``..._LOGS_HEADERS``) into every request under the
+headers they were given, and set their session's TLS files from
+``OTEL_EXPORTER_OTLP_[TRACES_|LOGS_]CERTIFICATE`` / ``CLIENT_CERTIFICATE`` /
+``CLIENT_KEY``. Those variables configure the ``otlp`` backend's collector
 (``authorization: Bearer ...``, ``x-honeycomb-team: ...``): sent to Sentry they
 would hand another vendor's credentials to Sentry. This session, given to the
 exporter, sends only the protocol headers and Sentry's own, with requests' own

@@ -1,4 +1,4 @@
-"""Sentry's side of the names: span ops, which attributes become tags and error context, measurements.
+"""Sentry's side of the names: span ops, which attributes become tags and error context, measurements, logs.
 
 Every HAK-GAL name itself comes from :mod:`otel_hakgal.conventions`; this
 module only says how Sentry shows them. No sentry-sdk import.
@@ -116,3 +116,27 @@ MEASUREMENT_UNITS: Final[Mapping[str, str]] = {
     Measurement.PROVER_DURATION: "millisecond",
     Measurement.LLM_DURATION: "millisecond",
 }
+
+# --- logs ----------------------------------------------------------------------------
+
+# Sentry Logs' attributes the layer sets itself (https://develop.sentry.dev/sdk/telemetry/logs/).
+LOG_ORIGIN_ATTRIBUTE: Final = "sentry.origin"
+# The origin sentry-sdk's own stdlib logging handler gives its logs: these are Python ``logging`` records too.
+LOG_ORIGIN: Final = "auto.log.stdlib"
+LOGGER_NAME_ATTRIBUTE: Final = "logger.name"
+
+# Loggers whose records never become Sentry Logs, as sentry-sdk's own list: sending a log would log again.
+IGNORED_LOGGERS: Final = frozenset({"sentry_sdk.errors", "urllib3.connectionpool", "urllib3.connection"})
+
+# Sentry's log levels by OTel severity number range (OTel logs data model: 1-4 trace ... 21-24 fatal).
+_LOG_LEVELS: Final = ((4, "trace"), (8, "debug"), (12, "info"), (16, "warn"), (20, "error"), (24, "fatal"))
+
+
+def log_level(severity_number: int) -> str:
+    """Sentry's log level for an OTel severity number; ``info`` for an unspecified (0) or unknown one."""
+    if severity_number < 1:
+        return "info"
+    for upper, level in _LOG_LEVELS:
+        if severity_number <= upper:
+            return level
+    return "fatal"
