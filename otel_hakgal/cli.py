@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("file", nargs="?", help="TOML config file (default: $OTEL_HAKGAL_CONFIG)")
     selftest = commands.add_parser(
         "selftest",
-        help="send a test error, message and trace to every configured backend",
+        help="send a test error, message, log line and trace to every configured backend",
         description="The seed guide's integration test: reports per backend what happened; exits 1 if any failed.",
     )
     selftest.add_argument("--config", help="TOML config file (default: $OTEL_HAKGAL_CONFIG)")

@@ -43,3 +43,22 @@ class DeliveryLog:
 
     def describe(self) -> str:
         return ", ".join(f"{outcome} x{count}" for outcome, count in self.counts().items()) or "nothing was sent"
+
+
+class SignalDeliveryLog(DeliveryLog):
+    """The sends of one signal (log records), also counted in the backend's own log.
+
+    ``selftest`` reads it to tell whether log records arrived, apart from spans and metrics.
+    """
+
+    def __init__(self, backend_log: DeliveryLog) -> None:
+        super().__init__()
+        self._backend_log = backend_log
+
+    def record_status(self, status: int) -> None:
+        super().record_status(status)
+        self._backend_log.record_status(status)
+
+    def record_error(self, error: BaseException) -> None:
+        super().record_error(error)
+        self._backend_log.record_error(error)

@@ -50,7 +50,8 @@ def _duration_ms(span: ReadableSpan) -> float:
     return (span.end_time - span.start_time) / 1e6
 
 
-def _line(span: ReadableSpan, depth: int, trace_start: int) -> str:
+def span_line(span: ReadableSpan, depth: int, trace_start: int) -> str:
+    """One span as a waterfall line: its offset in the trace, duration, name and key attributes."""
     offset_ms = ((span.start_time or trace_start) - trace_start) / 1e6
     attributes = span.attributes or {}
     shown = " ".join(
@@ -81,7 +82,7 @@ def render_trace(spans: Sequence[ReadableSpan]) -> str:
     lines = [f"trace {trace_id:032x}"]
 
     def walk(span: ReadableSpan, depth: int) -> None:
-        lines.append(_line(span, depth, trace_start))
+        lines.append(span_line(span, depth, trace_start))
         for child in children.get(span.context.span_id if span.context else None, []):
             walk(child, depth + 1)
 

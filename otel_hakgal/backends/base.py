@@ -140,15 +140,10 @@ class Backend:
         return Parts()
 
     def stats(self) -> BackendStats:
-        """Queues and sends so far (the base reports the batch span processors among its parts)."""
-        from otel_hakgal.backends.batching import CountingBatchSpanProcessor
+        """Queues and sends so far (the base reports the batch span and log processors among its parts)."""
+        from otel_hakgal.backends.batching import batch_queues
 
-        queues = {
-            f"batch span processor {index}": processor.queue_stats()
-            for index, processor in enumerate(self.parts.span_processors)
-            if isinstance(processor, CountingBatchSpanProcessor)
-        }
-        return BackendStats(queues=queues, sends=self.delivery.counts())
+        return BackendStats(queues=batch_queues(self.parts), sends=self.delivery.counts())
 
     def capture_exception(self, error: BaseException, context: Context | None = None) -> None:
         """Report a handled error to an error-tracking backend (most backends: spans suffice)."""

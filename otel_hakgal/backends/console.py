@@ -29,8 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from otel_hakgal.backends.base import Backend, Parts
 from otel_hakgal.backends.batching import periodic_reader
 from otel_hakgal.config import Config, one_of, setting
-from otel_hakgal.render import _line as span_line
-from otel_hakgal.render import render_metrics
+from otel_hakgal.render import render_metrics, span_line
 
 _MAX_OPEN_TRACES = 1000  # bounds memory when local roots never end
 _MAX_LOGS_PER_TRACE = 200  # a trace that logs in a loop shows its first lines and a count of the rest

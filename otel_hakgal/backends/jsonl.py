@@ -36,11 +36,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_hakgal.backends.base import Backend, BackendStats, Parts
+from otel_hakgal.backends.base import Backend, Parts
 from otel_hakgal.backends.batching import (
     CountingBatchLogRecordProcessor,
     CountingBatchSpanProcessor,
-    batch_queues,
     periodic_reader,
 )
 from otel_hakgal.config import Config, setting
@@ -272,10 +271,6 @@ class JsonlBackend(Backend):
         # Not a start failure: that would stop every other backend too. A warning now, False from force_flush.
         _warn_if_unwritable(self.writer)
         return super().start()
-
-    def stats(self) -> BackendStats:
-        # The log record queue too (Backend.stats() reports the span queues only).
-        return BackendStats(queues=batch_queues(self.parts), sends=self.delivery.counts())
 
     def force_flush(self, timeout_s: float) -> bool:
         # Runs after the processors and readers flushed: any write of theirs that failed is known by now.

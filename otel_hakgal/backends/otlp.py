@@ -13,16 +13,15 @@ from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
-from otel_hakgal.backends.base import Backend, BackendStats, Parts
+from otel_hakgal.backends.base import Backend, Parts
 from otel_hakgal.backends.batching import (
     CountingBatchLogRecordProcessor,
     CountingBatchSpanProcessor,
-    batch_queues,
     periodic_reader,
 )
 from otel_hakgal.backends.http_session import RecordingSession
 from otel_hakgal.config import Config, http_url, one_of, parse_key_values, positive, setting
-from otel_hakgal.delivery import DeliveryLog
+from otel_hakgal.delivery import SignalDeliveryLog
 
 
 def _empty_or_http_url(value: Any) -> str | None:
@@ -62,25 +61,6 @@ class OtlpSettings:
     metrics: bool = setting(True, "Also export metrics.")
 
 
-class SignalDeliveryLog(DeliveryLog):
-    """The sends of one signal (log records), also counted in the backend's own log.
-
-    ``selftest`` reads it to tell whether log records arrived, apart from spans and metrics.
-    """
-
-    def __init__(self, backend_log: DeliveryLog) -> None:
-        super().__init__()
-        self._backend_log = backend_log
-
-    def record_status(self, status: int) -> None:
-        super().record_status(status)
-        self._backend_log.record_status(status)
-
-    def record_error(self, error: BaseException) -> None:
-        super().record_error(error)
-        self._backend_log.record_error(error)
-
-
 class OtlpBackend(Backend):
     name = "otlp"
     Settings = OtlpSettings
@@ -90,10 +70,6 @@ class OtlpBackend(Backend):
         super().__init__(config, resource)
         # What the log exports did (``selftest``); each send is counted in ``delivery`` too.
         self.log_delivery = SignalDeliveryLog(self.delivery)
-
-    def stats(self) -> BackendStats:
-        # The log record queue too (Backend.stats() reports the span queues only).
-        return BackendStats(queues=batch_queues(self.parts), sends=self.delivery.counts())
 
     def _url(self, signal: str) -> str:
         endpoint: str = self.settings.endpoint

@@ -115,6 +115,7 @@ def test_warning_in_a_request_is_one_sentry_log_in_the_transactions_trace(sentry
     assert found["sentry.origin"] == "auto.log.stdlib"
     assert found["sentry.environment"] == "development" and found["sentry.release"] == "unknown"
     assert found["server.address"] and found["service.name"] == "hak-gal"
+    assert not [key for key in found if key.startswith("sentry.message.")]  # no raw template or arguments
     assert sentry_receiver.errors() == []  # a warning is a log, not an error event
 
 
@@ -178,13 +179,19 @@ def test_a_planted_key_and_an_environment_secret_are_redacted_in_log_items(
                 mistral,
                 extra={"provider.reply": f"invalid api key {planted}"},
             )
+            # the app's own Sentry Logs: sentry-sdk adds the raw template and arguments, scrubbed too
+            sentry_sdk.logger.warning("retrying with {key}", key=mistral)
         assert handle.force_flush(5)
-        [log] = sentry_receiver.wait_for("log")
+        logs = {log["body"].split(" ", 1)[0]: log for log in sentry_receiver.wait_for("log", 2)}
 
-    assert log["body"] == "provider rejected key [REDACTED], falling back to mistral with [REDACTED]"
-    found = attributes(log)
+    layer, app = logs["provider"], logs["retrying"]
+    assert layer["body"] == "provider rejected key [REDACTED], falling back to mistral with [REDACTED]"
+    found = attributes(layer)
     assert found["provider.reply"] == "invalid api key [REDACTED]"
     assert found["retry.note"] == "retried with Bearer [REDACTED]"
+    assert app["body"] == "retrying with [REDACTED]"
+    assert attributes(app)["sentry.message.parameter.key"] == "[REDACTED]"
+    assert attributes(app)["sentry.message.template"] == "retrying with {key}"
     bodies = b"".join(sentry_receiver.bodies)
     assert planted.encode() not in bodies and mistral.encode() not in bodies
 

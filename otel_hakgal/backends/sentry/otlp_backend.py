@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
-from otel_hakgal.backends.base import BackendStats
 from otel_hakgal.backends.sentry.common import SentryBackendBase
 
 if TYPE_CHECKING:
@@ -61,19 +60,12 @@ class SentryOtlpBackend(SentryBackendBase):
         if not self.settings.dsn:
             return ()
         from otel_hakgal.backends.batching import CountingBatchLogRecordProcessor
-        from otel_hakgal.backends.otlp import SignalDeliveryLog
+        from otel_hakgal.delivery import SignalDeliveryLog
 
         # Log exports counted apart (``selftest``) and with every other send (``delivery``).
         self.log_delivery = SignalDeliveryLog(self.delivery)
         exporter = sentry_otlp_log_exporter(self.settings.dsn, self.log_delivery)
         return (CountingBatchLogRecordProcessor(exporter, self.config),)
-
-    def stats(self) -> BackendStats:
-        from otel_hakgal.backends.batching import batch_queues
-
-        stats = super().stats()
-        # The batch log processor's queue too (the base reports the span processors').
-        return BackendStats(queues={**stats.queues, **batch_queues(self.parts)}, sends=stats.sends)
 
 
 def sentry_otlp_exporter(dsn: str, delivery: DeliveryLog) -> SpanExporter:
