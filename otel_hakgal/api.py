@@ -82,14 +82,22 @@ from otel_hakgal.log_limits import INTERVAL_S, WarningBudget
 from otel_hakgal.pricing import cost_of
 from otel_hakgal.redaction import redact_text
 from otel_hakgal.runtime import Runtime
-from otel_hakgal.user_text import OMITTED, USER_TEXT_ATTRIBUTES, TextMask, hidden_texts, note_hidden
+from otel_hakgal.user_text import (
+    OMITTED,
+    OPEN_OPERATION,
+    USER_TEXT_ATTRIBUTES,
+    TextMask,
+    hidden_texts,
+    note_hidden,
+    user_text_mask,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 _logger = logging.getLogger(__name__)
 
-_current_op: contextvars.ContextVar[Operation | None] = contextvars.ContextVar("otel_hakgal_op", default=None)
+_current_op: contextvars.ContextVar[Operation | None] = OPEN_OPERATION
 
 
 class _UnknownValues:
@@ -720,18 +728,6 @@ step = StepOp
 def current() -> Operation | None:
     """The innermost open operation in this context, or ``None``."""
     return _current_op.get()
-
-
-def user_text_mask(error: BaseException | None = None) -> TextMask | None:
-    """The mask for user text in what is reported here: the typed texts of the open operations
-    (recorded in another form per ``redaction.text_mode``), and those noted on ``error`` when it
-    escaped one. ``None`` when there is nothing to mask."""
-    op = _current_op.get()
-    if op is not None:
-        return op._text_mask(error)
-    noted = hidden_texts(error) if error is not None else None
-    mask = TextMask(noted) if noted else None
-    return mask or None
 
 
 def capture_message(message: str, level: str = "info", **attributes: AttributeValue) -> None:

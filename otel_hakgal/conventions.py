@@ -471,6 +471,14 @@ class Metric:
     )
 
 
+class ExportDropReason(StrEnum):
+    """``error.type`` of ``otel_hakgal.export.dropped``."""
+
+    QUEUE_FULL = "queue_full"  # spans, log records or Sentry transactions waiting for export
+    TRANSPORT_QUEUE_FULL = "transport_queue_full"  # Sentry envelopes waiting in sentry-sdk's transport
+    SPAN_LIMIT = "span_limit"  # spans a Sentry transaction could not take: past its bounds, or late
+
+
 class LogDropReason:
     """``error.type`` of ``otel_hakgal.logs.dropped``."""
 

@@ -59,6 +59,7 @@ from otel_hakgal.config import Config
 from otel_hakgal.conventions import LogRecordField
 from otel_hakgal.log_limits import INTERVAL_S, WarningBudget
 from otel_hakgal.redaction import SecretScrubber
+from otel_hakgal.user_text import LOGGED_HIDDEN_KEY, arguments_hidden_texts
 
 # Loggers that log client-controlled input on every request: rate-limited, with short arguments.
 NOISY_LOGGERS: Final = frozenset({"opentelemetry.baggage.propagation"})
@@ -197,13 +198,13 @@ def redact_record(record: logging.LogRecord, scrubber: SecretScrubber) -> None:
         record.args = tuple(_short(arg) for arg in record.args)
     limit = scrubber.max_length
     message = record.getMessage()
-    if limit is None:
-        clean = scrubber.scrub(message, remember=False)
-    else:
-        clean = scrubber.scrub_value(_MESSAGE_KEY, message)
-        if len(message) > limit:
-            clean = clean[: max(limit - 1, 0)] + _CUT
+    clean = scrubber.scrub_value(_MESSAGE_KEY, message, remember=False)  # log lines never repeat: no cache
+    if limit is not None and len(message) > limit:
+        clean = clean[: max(limit - 1, 0)] + _CUT
     if clean is not message and clean != message:
+        # The exceptions among the arguments go with them: keep the user text noted on them, to be masked.
+        if hidden := arguments_hidden_texts(record.args):
+            record.__dict__[LOGGED_HIDDEN_KEY] = hidden
         record.msg = clean
         record.args = ()
     if record.exc_info and record.exc_info[0] is not None:

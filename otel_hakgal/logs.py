@@ -46,7 +46,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from opentelemetry._logs import Logger as OtelLogger
@@ -56,12 +56,13 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, ObservableCoun
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits, LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.resources import Resource
 
-from otel_hakgal import api, runtime
+from otel_hakgal import runtime
 from otel_hakgal.config import Config
 from otel_hakgal.conventions import INSTRUMENTATION_SCOPE, Attr, LogDropReason, Metric, metric_def
 from otel_hakgal.log_limits import INTERVAL_S
 from otel_hakgal.log_redaction import CORRELATION_DEFAULTS, CORRELATION_FIELDS
 from otel_hakgal.redaction import SecretScrubber
+from otel_hakgal.user_text import LOGGED_HIDDEN_KEY, TextMask, logged_hidden_texts, user_text_mask
 from otel_hakgal.version import __version__
 
 __all__ = [
@@ -89,7 +90,14 @@ _NAME_CACHE_LIMIT: Final = 10_000
 _BODY_KEY: Final = "log.body"
 # A LogRecord's own fields (and what formatters add): everything else on a record is an ``extra``.
 _RECORD_FIELDS: Final = frozenset(
-    {*vars(logging.LogRecord("", 0, "", 0, "", (), None)), "message", "asctime", "taskName", *CORRELATION_FIELDS}
+    {
+        *vars(logging.LogRecord("", 0, "", 0, "", (), None)),
+        "message",
+        "asctime",
+        "taskName",
+        LOGGED_HIDDEN_KEY,
+        *CORRELATION_FIELDS,
+    }
 )
 _PLAIN: Final = (str, bool, int, float, bytes)
 _SEVERITY_TEXT: Final = {"WARNING": "WARN", "CRITICAL": "FATAL"}  # the OTel log data model's names
@@ -239,15 +247,24 @@ def create_drop_counter(meter_provider: MeterProvider) -> ObservableCounter:
 # --- redaction of an exported record --------------------------------------------------------
 
 
-def redact_log_record(record: LogRecord, scrubber: SecretScrubber | None) -> None:
-    """``record``'s body and string attributes, masked per ``text_mode``, scrubbed and cut, in place."""
-    mask = api.user_text_mask(record.exception)
+def redact_log_record(
+    record: LogRecord, scrubber: SecretScrubber | None, noted: Mapping[str, str] | None = None
+) -> None:
+    """``record``'s body and string attributes, masked per ``text_mode``, scrubbed and cut, in place.
+
+    The mask covers the user text of the open operations, of ``record.exception``, and ``noted``: the texts
+    noted on the exceptions the ``logging`` record carried (its arguments), which may have escaped an
+    operation that ended before the record was logged.
+    """
+    mask = user_text_mask(record.exception)
+    if noted:
+        mask = TextMask(noted).merged(mask) or None
     body = record.body
     if isinstance(body, str):
         if mask is not None:
             body = mask(body)
         if scrubber is not None:
-            body = scrubber.scrub_value(_BODY_KEY, body)
+            body = scrubber.scrub_value(_BODY_KEY, body, remember=False)  # log lines never repeat: no cache
         record.body = body
     attributes = record.attributes
     if not attributes:
@@ -260,7 +277,7 @@ def redact_log_record(record: LogRecord, scrubber: SecretScrubber | None) -> Non
                 if masked is not value:
                     changed[key] = masked
     if scrubber is not None:
-        scrubbed = scrubber.scrub_attributes({**attributes, **changed} if changed else attributes)
+        scrubbed = scrubber.scrub_attributes({**attributes, **changed} if changed else attributes, remember=False)
         if scrubbed is not None:
             changed.update((k, v) for k, v in scrubbed.items() if v is not attributes.get(k))
     for key, value in changed.items():
@@ -324,7 +341,8 @@ class FanOutLogProcessor(LogRecordProcessor):
         if not getattr(_emitting, "active", False) and not self.admit():
             return
         try:
-            redact_log_record(log_record.log_record, scrubber)
+            noted = getattr(_emitting, "noted", None) if getattr(_emitting, "active", False) else None
+            redact_log_record(log_record.log_record, scrubber, noted)
         except Exception:  # never export a record whose redaction failed
             self._failed(self, "log redaction in")
             return
@@ -435,6 +453,7 @@ class ExportHandler(logging.Handler):
             return
         _emitting.active = True
         try:
+            _emitting.noted = logged_hidden_texts(record)
             otel_logger = self._loggers.get(record.name)
             if otel_logger is None:
                 if len(self._loggers) >= _NAME_CACHE_LIMIT:
@@ -447,6 +466,7 @@ class ExportHandler(logging.Handler):
                 logger.warning("exporting a log record failed; such records are dropped", exc_info=True)
         finally:
             _emitting.active = False
+            _emitting.noted = None
 
     def _alone(self, record: logging.LogRecord) -> bool:
         """Whether no other handler takes ``record`` (the ``logging`` module would then use lastResort)."""

@@ -401,49 +401,57 @@ class SecretScrubber:
             known = self._secret_keys[key] = is_secret_key(key)
         return known
 
-    def _cut(self, text: str) -> str:
+    def _cut(self, text: str, remember: bool = True) -> str:
         """``text`` scrubbed, then cut to ``max_length``."""
         limit = self.max_length
         if limit is None:
-            return self._scrub(text)
+            return self._scrub(text, remember)
         if len(text) <= limit and text in self._clean:  # the common case, first
             return text
         if len(text) > limit + _CUT_MARGIN:
             # Bounds the patterns' work and the clean cache; the margin keeps a secret that
             # straddles the cut whole, so the cut never leaves part of one behind.
             text = text[: limit + _CUT_MARGIN]
-        return self._scrub(text)[:limit]  # a str sliced past its end is the same object
+        return self._scrub(text, remember)[:limit]  # a str sliced past its end is the same object
 
-    def scrub_value(self, key: str, value: Any) -> Any:
-        """An attribute or field value, scrubbed (strings, and sequences and mappings of them)."""
+    def scrub_value(self, key: str, value: Any, *, remember: bool = True) -> Any:
+        """An attribute or field value, scrubbed (strings, and sequences and mappings of them).
+
+        ``remember=False`` for values that never repeat (log lines), as for :meth:`scrub`.
+        """
         self._watch()
-        return self._value(key, value)
+        return self._value(key, value, remember)
 
-    def _value(self, key: str, value: Any) -> Any:
+    def _value(self, key: str, value: Any, remember: bool = True) -> Any:
         kind = value.__class__
         if kind is str:
             if value and self.enabled and self._is_secret_key(key):
                 return REDACTED
-            return self._cut(value)
+            return self._cut(value, remember)
         if kind in _SCALARS:  # before the isinstance tests below, which cost more than the rest
             return value
         if isinstance(value, list | tuple) and any(isinstance(item, str | list | tuple | Mapping) for item in value):
-            items = [self._value(key, item) for item in value]
+            items = [self._value(key, item, remember) for item in value]
             return value if all(a is b for a, b in zip(items, value, strict=True)) else type(value)(items)
         if isinstance(value, Mapping):  # OTel's AnyValue maps
-            return self._attributes(value) or value
+            return self._attributes(value, remember) or value
         if isinstance(value, str):  # a str subclass
-            return self._value(key, str(value))
+            return self._value(key, str(value), remember)
         return value
 
     # --- spans ----------------------------------------------------------------
 
-    def scrub_attributes(self, attributes: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-        """Scrubbed attributes, or ``None`` when nothing changed (the common case, no copy)."""
-        self._watch()
-        return self._attributes(attributes)
+    def scrub_attributes(
+        self, attributes: Mapping[str, Any] | None, *, remember: bool = True
+    ) -> Mapping[str, Any] | None:
+        """Scrubbed attributes, or ``None`` when nothing changed (the common case, no copy).
 
-    def _attributes(self, attributes: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        ``remember=False`` for attributes of records that never repeat (log lines), as for :meth:`scrub`.
+        """
+        self._watch()
+        return self._attributes(attributes, remember)
+
+    def _attributes(self, attributes: Mapping[str, Any] | None, remember: bool = True) -> Mapping[str, Any] | None:
         if not attributes:
             return None
         changed: dict[str, Any] | None = None
@@ -453,7 +461,7 @@ class SecretScrubber:
         for key, value in attributes.items():
             if value.__class__ is str and len(value) <= limit and value in clean and plain.get(key) is False:
                 continue
-            scrubbed = self._value(key, value)
+            scrubbed = self._value(key, value, remember)
             if scrubbed is not value:
                 if changed is None:
                     changed = dict(attributes)

@@ -12,7 +12,7 @@ form the attribute got: the cut text, the hash, or :data:`OMITTED`.
 The pairs (typed text -> recorded form) are also noted on the exception
 itself, like :mod:`otel_hakgal.escapes` notes spans, so whoever reports the
 exception later (``hg.capture_exception``, an error backend) can apply the
-same mask with :func:`mask_error_text`. Kept apart from the API so backends
+same mask with :func:`user_text_mask`. Kept apart from the API so backends
 need not import it.
 """
 
@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import Any, Final
+from contextvars import ContextVar
+from typing import Any, Final, Protocol
 
 from otel_hakgal.conventions import Attr
 
@@ -31,6 +32,8 @@ OMITTED: Final = "[TEXT]"
 USER_TEXT_ATTRIBUTES: Final = frozenset({Attr.COMMAND_TEXT, Attr.QUERY_TEXT, Attr.QUERY_FORMULA})
 
 _HIDDEN: Final = "_otel_hakgal_hidden_texts"
+# A logging.LogRecord field: the noted texts of its arguments' exceptions, kept when its arguments were replaced.
+LOGGED_HIDDEN_KEY: Final = "_otel_hakgal_logged_hidden_texts"
 # Shorter texts are not masked: they leak almost nothing, and replacing "ab" would wreck a stack trace.
 _MIN_MASKED: Final = 3
 # Texts shorter than this are masked only as whole words, not inside longer identifiers.
@@ -61,6 +64,19 @@ class TextMask:
 
     def __bool__(self) -> bool:
         return bool(self._needles)
+
+    def merged(self, other: TextMask | None) -> TextMask:
+        """One mask replacing the texts of both (one pass: a replacement is never searched again)."""
+        if other is None or not other._needles:
+            return self
+        if not self._needles:
+            return other
+        needles = dict(self._needles)
+        for needle, shown in other._needles:
+            needles.setdefault(needle, shown)
+        mask = TextMask({})
+        mask._needles = sorted(needles.items(), key=lambda item: len(item[0]), reverse=True)
+        return mask
 
     def __call__(self, text: str) -> str:
         """``text`` with every typed text replaced; the same object when none occurs."""
@@ -132,31 +148,56 @@ def hidden_texts(error: BaseException) -> dict[str, str]:
     return hidden
 
 
-def mask_error_text(error: BaseException, text: str) -> str:
-    """``text`` (a message or stack trace of ``error``) with the user text noted on ``error`` masked.
+def logged_hidden_texts(record: Any) -> dict[str, str]:
+    """The typed texts noted on the exceptions a ``logging.LogRecord`` carries; empty if none.
 
-    For error backends that report the exception object itself (Sentry's
-    exception values and frames): the same replacement the span's exception
-    event got.
+    A failure is often logged after its operation ended and without ``exc_info``
+    (``logger.warning("%s failed: %s", verb, error)``): the message then holds the
+    exception's text, so the exceptions among the record's arguments count as well
+    as its ``exc_info``, and those kept when :mod:`otel_hakgal.log_redaction`
+    replaced the arguments with the scrubbed message.
     """
-    hidden = hidden_texts(error)
-    return TextMask(hidden)(text) if hidden else text
+    fields = getattr(record, "__dict__", None)
+    if not isinstance(fields, dict):
+        return {}
+    kept = fields.get(LOGGED_HIDDEN_KEY)
+    hidden = arguments_hidden_texts(fields.get("args"))
+    exc_info = fields.get("exc_info")
+    if isinstance(exc_info, tuple) and len(exc_info) > 1 and isinstance(exc_info[1], BaseException):
+        for typed, shown in hidden_texts(exc_info[1]).items():
+            hidden.setdefault(typed, shown)
+    if isinstance(kept, dict):
+        for typed, shown in kept.items():
+            hidden.setdefault(typed, shown)
+    return hidden
 
 
-def mask_error_data(error: BaseException, data: Any) -> Any:
-    """``data`` (a JSON-like part of an error report about ``error``, such as Sentry's exception
-    values with their frames) with every string masked as :func:`mask_error_text` does, in place."""
-    hidden = hidden_texts(error)
-    return _mask_all(data, TextMask(hidden)) if hidden else data
+def arguments_hidden_texts(args: Any) -> dict[str, str]:
+    """The typed texts noted on the exceptions among a log record's ``args`` (a tuple or a mapping)."""
+    values: Any = args.values() if isinstance(args, Mapping) else args if isinstance(args, tuple | list) else (args,)
+    hidden: dict[str, str] = {}
+    for value in values:
+        if isinstance(value, BaseException):
+            for typed, shown in hidden_texts(value).items():
+                hidden.setdefault(typed, shown)
+    return hidden
 
 
-def _mask_all(data: Any, mask: TextMask) -> Any:
-    if isinstance(data, str):
-        return mask(data)
-    if isinstance(data, dict):
-        for key, value in data.items():
-            data[key] = _mask_all(value, mask)
-    elif isinstance(data, list):
-        for index, value in enumerate(data):
-            data[index] = _mask_all(value, mask)
-    return data
+class _MaskSource(Protocol):
+    def _text_mask(self, error: BaseException | None = None) -> TextMask | None: ...
+
+
+# The innermost open operation (the API's ``Operation``), here so that reporters can mask without importing the API.
+OPEN_OPERATION: ContextVar[Any] = ContextVar("otel_hakgal_op", default=None)
+
+
+def user_text_mask(error: BaseException | None = None) -> TextMask | None:
+    """The mask for user text in what is reported here: the typed texts of the open operations
+    (recorded in another form per ``redaction.text_mode``), and those noted on ``error`` when it
+    escaped one. ``None`` when there is nothing to mask."""
+    op: _MaskSource | None = OPEN_OPERATION.get()
+    if op is not None:
+        return op._text_mask(error)
+    noted = hidden_texts(error) if error is not None else None
+    mask = TextMask(noted) if noted else None
+    return mask or None

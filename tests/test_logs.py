@@ -161,6 +161,31 @@ def test_text_mode_omit_masks_the_command_text_in_a_logged_exception() -> None:
     assert OMITTED in outside["exception.stacktrace"]
 
 
+def test_text_mode_omit_masks_the_text_of_an_exception_logged_as_an_argument_after_its_command() -> None:
+    text = "Welche Bücher über Sokrates gibt es?"
+    password = secrets.token_urlsafe(12)
+    running = hg.setup(backends=["memory"], settings={"redaction.text_mode": "omit"})
+    try:
+        try:
+            with hg.command("build_kb", text=text):
+                raise ValueError(f"cannot build a KB for {text!r}")
+        except ValueError as error:
+            # Like the demo: after the command ended, no exc_info, the exception only as an argument.
+            log.warning("command %s failed: %s", "build_kb", error)
+            log.warning("command %(verb)s failed: %(error)s", {"verb": "build_kb", "error": error})
+            # A secret makes the scrubber replace the arguments with the scrubbed message: the note stays.
+            log.warning("login with password=%s failed: %s", password, error)
+        records = exported(running)
+    finally:
+        running.shutdown()
+    assert len(records) == 3
+    assert text not in as_text(records) and password not in as_text(records)
+    assert records[0].log_record.body == f"command build_kb failed: cannot build a KB for '{OMITTED}'"
+    assert records[1].log_record.body == records[0].log_record.body
+    assert records[2].log_record.body == f"login with password=[REDACTED] failed: cannot build a KB for '{OMITTED}'"
+    assert not any(key.startswith("_otel_hakgal") for r in records for key in r.log_record.attributes or {})
+
+
 def _dropped(handle: Handle) -> float:
     data = handle.backend(MemoryBackend).metrics()
     points = [

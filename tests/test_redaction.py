@@ -459,3 +459,19 @@ def test_the_one_length_cut_never_leaves_part_of_a_secret(hakgal_telemetry: Tele
     kept = hakgal_telemetry.span("hakgal.parse").attributes["app.payload"]
     assert len(kept) == limit and kept.startswith("x" * (limit - 10) + " [REDAC")
     assert "sk-" not in kept and "a1B2" not in kept
+
+
+def test_log_lines_scrubbed_without_remembering_leave_the_clean_span_values_cached() -> None:
+    """Log paths pass ``remember=False``: 5,000 unique lines must not push the repeating span values out."""
+    scrubber = SecretScrubber(max_length=4096)  # always an int at runtime: the path through the cut
+    assert scrubber.scrub_attributes({"http.route": "/ask", "model": "gpt-x"}) is None
+    cached = set(scrubber._clean)  # a performance property: no public view of the cache
+    assert {"/ask", "gpt-x"} <= cached
+    for index in range(5_000):
+        line = f"request {index} answered in {index * 7} ms"
+        assert scrubber.scrub(line, remember=False) == line
+        assert scrubber.scrub_value("log.body", line, remember=False) == line
+        assert scrubber.scrub_attributes({"detail": line, "nested": [line]}, remember=False) is None
+    assert scrubber._clean == cached
+    # A secret in a line that is not remembered is still scrubbed.
+    assert scrubber.scrub_value("log.body", "password=hunter2hunter2", remember=False) == "password=[REDACTED]"

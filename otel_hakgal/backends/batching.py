@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from otel_hakgal import log_limits
 from otel_hakgal.backends.base import Backend, Parts, QueueStats
 from otel_hakgal.config import Config
-from otel_hakgal.conventions import Metric
+from otel_hakgal.conventions import ExportDropReason, Metric
 
 
 def _batch_arguments(config: Config) -> dict[str, Any]:
@@ -115,14 +115,11 @@ def periodic_reader(exporter: MetricExporter, config: Config) -> PeriodicExporti
 
 # --- drops: counted in otel_hakgal.export.dropped, reported in one warning per interval ---
 
-QUEUE_FULL: Final = "queue_full"  # spans, log records or Sentry transactions waiting for export
-TRANSPORT_QUEUE_FULL: Final = "transport_queue_full"  # Sentry envelopes waiting in sentry-sdk's transport
-SPAN_LIMIT: Final = "span_limit"  # spans a Sentry transaction could not take: past its bounds, or late
 # Queues (by the name ``stats()`` gives them) whose drops have another reason than a full export queue.
-_QUEUE_REASONS: Final[Mapping[str, str]] = {
-    "sentry transport": TRANSPORT_QUEUE_FULL,
-    "sentry open transactions": SPAN_LIMIT,
-    "sentry open spans": SPAN_LIMIT,
+_QUEUE_REASONS: Final[Mapping[str, ExportDropReason]] = {
+    "sentry transport": ExportDropReason.TRANSPORT_QUEUE_FULL,
+    "sentry open transactions": ExportDropReason.SPAN_LIMIT,
+    "sentry open spans": ExportDropReason.SPAN_LIMIT,
 }
 SETTLE_S: Final = 1.0  # a report waits this long after the first drop, so a burst is reported whole
 
@@ -131,7 +128,7 @@ drop_logger = logging.getLogger("otel_hakgal.export")
 
 def drop_reason(queue: str) -> str:
     """The reason (``error.type`` of ``otel_hakgal.export.dropped``) items dropped by ``queue`` count under."""
-    return _QUEUE_REASONS.get(queue, QUEUE_FULL)
+    return _QUEUE_REASONS.get(queue, ExportDropReason.QUEUE_FULL)
 
 
 class DropTally:
@@ -216,7 +213,7 @@ class DropTally:
             except Exception:  # a plugin's broken stats() must not break the metric or the report
                 continue
             # Every running backend has its series from the start, at 0: alerts on increase() see the first drop.
-            self._totals.setdefault((backend.name, QUEUE_FULL), 0)
+            self._totals.setdefault((backend.name, ExportDropReason.QUEUE_FULL), 0)
             seen = self._seen.setdefault(backend, {})
             for queue, stats in queues.items():
                 self._totals.setdefault((backend.name, drop_reason(queue)), 0)

@@ -211,9 +211,18 @@ class JsonlFileSpanExporter(JsonlSpanExporter):
     """The ``jsonl`` exporter for ``OTEL_TRACES_EXPORTER=jsonl`` under the plain SDK configurator."""
 
     def __init__(self, path: str | None = None) -> None:
-        writer = _LineWriter(Path(path or os.environ.get(PATH_ENV) or DEFAULT_PATH))
-        _warn_if_unwritable(writer)  # made by the SDK configurator at start: tell now, not at the first export
-        super().__init__(writer)
+        super().__init__(_LineWriter(Path(path or os.environ.get(PATH_ENV) or DEFAULT_PATH)))
+        self._prepared = False
+        self._prepare_lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if not self._prepared:
+            with self._prepare_lock:
+                if not self._prepared:
+                    # Once, at the first export (as JsonlBackend.start() for the backend): the constructor does no I/O.
+                    _warn_if_unwritable(self._writer)
+                    self._prepared = True
+        return super().export(spans)
 
 
 class JsonlLogExporter(LogRecordExporter):

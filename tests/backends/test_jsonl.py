@@ -135,11 +135,26 @@ def test_missing_directories_are_created_at_start(tmp_path: Path) -> None:
     assert "hakgal.command status" in {span["name"] for span in jsonl_spans(path)}
 
 
-def test_the_plain_sdk_exporter_warns_when_it_is_made(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_plain_sdk_exporter_warns_once_when_it_is_first_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path, _ = _unwritable(tmp_path, "under a regular file")
     caplog.set_level(logging.WARNING, logger="otel_hakgal")
-    JsonlFileSpanExporter(str(path))
-    assert [f"jsonl backend cannot write {path}" in r.getMessage() for r in caplog.records] == [True]
+    exporter = JsonlFileSpanExporter(str(path))
+    assert caplog.records == []  # made without I/O: nothing probed, nothing to say yet
+    exporter.export([])
+    exporter.export([])
+    # On the layer's own logger, once; each failed write goes to otel_hakgal.delivery besides.
+    own = [record.getMessage() for record in caplog.records if record.name == "otel_hakgal"]
+    assert [f"jsonl backend cannot write {path}" in message for message in own] == [True]
+
+
+def test_the_plain_sdk_exporter_creates_nothing_until_it_is_first_used(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "out.jsonl"
+    exporter = JsonlFileSpanExporter(str(path))
+    assert not path.parent.exists()
+    exporter.export([])
+    assert path.is_file()
 
 
 # --- log records (issue 17) ----------------------------------------------------------------------------------

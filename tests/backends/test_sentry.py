@@ -7,6 +7,7 @@ process) run this module as a script: ``python -m tests.backends.test_sentry <sc
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import subprocess
@@ -29,6 +30,7 @@ import otel_hakgal as hg
 from otel_hakgal.backends.sentry.transactions import map_span
 from otel_hakgal.config import ConfigError
 from otel_hakgal.testing import OtlpReceiver, SentryReceiver
+from otel_hakgal.user_text import OMITTED
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -726,3 +728,29 @@ def test_error_events_mask_user_text_as_the_spans_do(sentry_receiver: SentryRece
     [value] = error["exception"]["values"]
     assert value["type"] == "FileNotFoundError" and value["value"].startswith("no knowledge base named ")
     assert name not in json.dumps(error)
+
+
+def test_log_events_and_breadcrumbs_mask_user_text_logged_after_its_operation(sentry_receiver: SentryReceiver) -> None:
+    """An exception logged as an argument after its command ended: its noted text is masked in logentry and crumbs."""
+    name = "notes-" + secrets.token_hex(12)
+    app_log = logging.getLogger("tests.sentry.app")
+    handle = hg.setup(**_sentry(sentry_receiver, **{"redaction.text_mode": "omit"}))
+    try:
+        try:
+            with hg.command("build_kb", text=name):
+                raise FileNotFoundError(f"no knowledge base named {name!r}")
+        except FileNotFoundError as error:
+            app_log.warning("command %s failed: %s", "build_kb", error)  # a breadcrumb only
+            app_log.exception("command %s failed", "build_kb")
+            app_log.error("command %s failed: %s", "build_kb", error)
+        handle.force_flush(5)
+        events = sentry_receiver.wait_for("event", 2)
+    finally:
+        handle.shutdown()
+
+    assert name not in json.dumps(events)
+    [logged] = [e for e in events if "exception" not in e]
+    assert logged["logentry"]["formatted"] == f"command build_kb failed: no knowledge base named '{OMITTED}'"
+    assert any(f"'{OMITTED}'" in str(param) for param in logged["logentry"]["params"])
+    crumbs = [c for c in logged["breadcrumbs"]["values"] if c.get("category") == app_log.name]
+    assert crumbs and all(OMITTED in c["message"] for c in crumbs if "failed:" in c["message"])

@@ -8,8 +8,13 @@ old ones stop) or an abandoned setup never leaves Sentry without a client.
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import sentry_sdk
@@ -139,6 +144,37 @@ def test_an_abandoned_setup_gives_sentry_back_the_running_client(
         assert other.request_count == 0
     finally:
         first.shutdown()
+
+
+# --- a Sentry that never answers -------------------------------------------------------------------
+
+
+@contextmanager
+def _silent_sentry() -> Iterator[str]:
+    """A DSN whose loopback port takes connections (the kernel's backlog accepts them) and never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield f"http://{'0' * 32}@127.0.0.1:{listener.getsockname()[1]}/1"
+
+
+def test_force_flush_against_a_sentry_that_never_answers_keeps_to_its_timeout() -> None:
+    with _silent_sentry() as silent_dsn:
+        handle = hg.setup(
+            backends=["sentry"],
+            settings={"sentry.dsn": silent_dsn, "logs.enabled": True, "export.shutdown_timeout": 0.5},
+        )
+        try:
+            assert handle.backend(SentryBackend).parts.log_processors  # the log processor takes part
+            with hg.command("status"):
+                logging.getLogger("hakgal.app").warning("into the void")
+            start = time.monotonic()
+            handle.force_flush(1.0)
+            elapsed = time.monotonic() - start
+        finally:
+            handle.shutdown()
+    # One client flush within the budget: not one per processor (transactions, logs) and another for the backend.
+    assert elapsed < 1.5, f"force_flush(1.0) took {elapsed:.2f} s"
 
 
 # --- stats ------------------------------------------------------------------------------------

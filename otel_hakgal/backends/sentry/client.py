@@ -29,7 +29,7 @@ from otel_hakgal.backends.sentry import _compat
 from otel_hakgal.backends.sentry.settings import SentrySettings, profile_session_rate
 from otel_hakgal.delivery import DeliveryLog
 from otel_hakgal.redaction import redact_text
-from otel_hakgal.user_text import mask_error_data
+from otel_hakgal.user_text import TextMask, hidden_texts, logged_hidden_texts, user_text_mask
 
 if TYPE_CHECKING:
     from sentry_sdk.client import BaseClient
@@ -99,20 +99,28 @@ def recording_transport(log: DeliveryLog, log_delivery: DeliveryLog | None = Non
     return RecordingTransport
 
 
-def wait_for_transport_room(transport: object, timeout_s: float = HANDOVER_WAIT_S) -> bool:
-    """Wait up to ``timeout_s`` until ``transport``'s queue has more than :data:`TRANSPORT_RESERVE` free slots.
+def wait_for_room(
+    depth: Callable[[], tuple[int, int] | None], reserve: int, timeout_s: float = HANDOVER_WAIT_S
+) -> bool:
+    """Wait up to ``timeout_s`` until the queue ``depth()`` measures (queued, capacity) has more than ``reserve``
+    free slots (at most half its capacity). True at once if ``depth()`` is None (no such queue); False on timeout.
 
-    The transaction worker calls this before each hand-over: a burst then waits in the worker's own
-    (larger, counted) queue instead of overflowing the transport's, which drops silently. False on timeout.
+    The Sentry workers call this before each hand-over: a burst then waits in the worker's own
+    (larger, counted) queue instead of overflowing sentry-sdk's, which drops silently.
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        depth = _compat.transport_queue(transport)
-        if depth is None or depth[0] < depth[1] - min(TRANSPORT_RESERVE, depth[1] // 2):
+        measured = depth()
+        if measured is None or measured[0] < measured[1] - min(reserve, measured[1] // 2):
             return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(_HANDOVER_POLL_S)
+
+
+def wait_for_transport_room(transport: object, timeout_s: float = HANDOVER_WAIT_S) -> bool:
+    """:func:`wait_for_room` in ``transport``'s queue, leaving :data:`TRANSPORT_RESERVE` slots (transactions)."""
+    return wait_for_room(lambda: _compat.transport_queue(transport), TRANSPORT_RESERVE, timeout_s)
 
 
 def scrub_event(event: Any, hint: Any) -> Any:
@@ -120,7 +128,9 @@ def scrub_event(event: Any, hint: Any) -> Any:
 
     Errors and breadcrumbs are prepared where they are captured, under the runtime in force.
     Stack-frame local variables (``include_local_variables``) may hold user text: they follow
-    ``redaction.text_mode`` as command and question text do.
+    ``redaction.text_mode`` as command and question text do. The typed texts of the open operations
+    and those noted on the exceptions in ``hint`` (raised, or logged as an argument after their
+    operation ended) are masked in the exception, the log message and a breadcrumb's message and data.
     """
     current = runtime.current
     scrubber = current.scrubber
@@ -128,11 +138,64 @@ def scrub_event(event: Any, hint: Any) -> Any:
         return event
     event = _keeping_dsc(event, scrubber, scrubber.scrub_data)
     redact_local_variables(event, current.config.redaction, scrubber)
-    exc_info = hint.get("exc_info") if isinstance(hint, dict) else None
-    if exc_info and isinstance(exc_info[1], BaseException) and "exception" in event:
-        # The span's exception event had the user text masked per text_mode; Sentry's copy the same.
-        mask_error_data(exc_info[1], event["exception"])
+    mask = _user_text_mask(hint)
+    if mask is not None:
+        # The span's exception event and the exported log records had the user text masked per text_mode.
+        _mask_event(event, mask)
     return event
+
+
+def _user_text_mask(hint: Any) -> TextMask | None:
+    """The mask for an event or breadcrumb: the open operations' texts and those noted on ``hint``'s exceptions."""
+    noted: dict[str, str] = {}
+    if isinstance(hint, dict):
+        exc_info = hint.get("exc_info")
+        if isinstance(exc_info, tuple) and len(exc_info) > 1 and isinstance(exc_info[1], BaseException):
+            noted = hidden_texts(exc_info[1])
+        record = hint.get("log_record")
+        if record is not None:
+            for typed, shown in logged_hidden_texts(record).items():
+                noted.setdefault(typed, shown)
+    mask = user_text_mask()
+    if noted:
+        mask = TextMask(noted).merged(mask)
+    return mask or None
+
+
+def _mask_event(event: dict[str, Any], mask: TextMask) -> None:
+    """Mask the user text in an event's exceptions and log message, or a breadcrumb's message and data, in place."""
+    for key in ("exception", "threads", "message", "data"):
+        if key in event:
+            event[key] = _masked(event[key], mask)
+    logentry = event.get("logentry")
+    if isinstance(logentry, dict):
+        for key, value in logentry.items():
+            logentry[key] = _masked(value, mask)
+
+
+def _masked(data: Any, mask: TextMask) -> Any:
+    """``data`` with the user text masked: strings, dicts and lists in place; other objects by their ``repr``
+    (how Sentry's serializer shows a log argument such as an exception) only when that holds a typed text."""
+    if isinstance(data, str):
+        return mask(data)
+    if isinstance(data, dict):
+        for key, value in data.items():
+            data[key] = _masked(value, mask)
+        return data
+    if isinstance(data, list):
+        for index, value in enumerate(data):
+            data[index] = _masked(value, mask)
+        return data
+    if isinstance(data, tuple):
+        return tuple(_masked(value, mask) for value in data)
+    if data is None or isinstance(data, bool | int | float):
+        return data
+    try:
+        shown = repr(data)
+    except Exception:
+        return data
+    masked = mask(shown)
+    return data if masked is shown else masked
 
 
 def scrub_transaction(event: Any, hint: Any) -> Any:
@@ -167,7 +230,7 @@ def scrub_log(log: Any, hint: Any) -> Any:
         log["body"] = scrubber.scrub(body, remember=False)
     attributes = log.get("attributes")
     if isinstance(attributes, dict):
-        scrubbed = scrubber.scrub_attributes(attributes)
+        scrubbed = scrubber.scrub_attributes(attributes, remember=False)  # log lines never repeat: no cache
         if scrubbed is not None:
             log["attributes"] = dict(scrubbed)
     return log

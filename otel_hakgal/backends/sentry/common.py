@@ -8,6 +8,7 @@ that the ``sentry`` extra is missing instead of failing to import.
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -159,10 +160,15 @@ class SentryBackendBase(Backend):
             errors.capture_message(message, level)
 
     def force_flush(self, timeout_s: float) -> bool:
+        """Flush the client once, for every processor of this backend (theirs only hand over to it).
+
+        Within ``timeout_s`` all told: the profiler's settling and the client's flush share it.
+        """
         if self._running and self.client is not None:
+            deadline = time.monotonic() + timeout_s
             if self.profiler is not None:
                 self.profiler.settle(timeout_s)  # an idle sampler's last chunk reaches the transport first
-            self.client.flush(timeout_s)
+            self.client.flush(max(0.0, deadline - time.monotonic()))
         return True
 
     def shutdown(self) -> None:

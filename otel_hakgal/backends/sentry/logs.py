@@ -33,7 +33,7 @@ from otel_hakgal import runtime
 from otel_hakgal.backends.base import QueueStats
 from otel_hakgal.backends.batching import DROPS
 from otel_hakgal.backends.sentry import _compat
-from otel_hakgal.backends.sentry.client import HANDOVER_WAIT_S, LOG_SCRUBBER_KEY
+from otel_hakgal.backends.sentry.client import LOG_SCRUBBER_KEY, wait_for_room
 from otel_hakgal.backends.sentry.vocabulary import (
     IGNORED_LOGGERS,
     LOG_ORIGIN,
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 LOG_QUEUE_SIZE: Final = 1000
 # Room the worker leaves in the log batcher's buffer for logs the app sends through ``sentry_sdk.logger``.
 BATCHER_RESERVE: Final = 100
-_BATCHER_POLL_S: Final = 0.002
 WORKER_NAME: Final = "otel_hakgal-sentry-logs"
 
 
@@ -132,22 +131,6 @@ def sentry_log(record: ReadWriteLogRecord) -> dict[str, Any]:
     }
 
 
-def wait_for_batcher_room(client: BaseClient, timeout_s: float = HANDOVER_WAIT_S) -> bool:
-    """Wait up to ``timeout_s`` until ``client``'s log batcher takes a log without dropping it. False on timeout.
-
-    The batcher's own thread empties it at 100 logs (or every 5 seconds), so a burst waits here
-    for a moment instead of overflowing it, which sentry-sdk only reports to Sentry.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        depth = _compat.log_batcher_depth(client)
-        if depth is None or depth[0] < depth[1] - min(BATCHER_RESERVE, depth[1] // 2):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_BATCHER_POLL_S)
-
-
 class SentryLogProcessor(LogRecordProcessor):
     """Sends each OTel log record to Sentry as a Sentry Log through ``client``, off the emitting thread.
 
@@ -200,7 +183,9 @@ class SentryLogProcessor(LogRecordProcessor):
         client = self.client
         if client.transport is None:
             return
-        if wait and not wait_for_batcher_room(client):
+        # The batcher's own thread empties it at 100 logs (or every 5 seconds): a burst waits here for a moment
+        # instead of overflowing it, which sentry-sdk only reports to Sentry.
+        if wait and not wait_for_room(lambda: _compat.log_batcher_depth(client), BATCHER_RESERVE):
             self.overflowed += 1  # counted here: the batcher drops it with no count the layer can read
             DROPS.noticed()
         log = sentry_log(record)
@@ -217,10 +202,12 @@ class SentryLogProcessor(LogRecordProcessor):
         return stats
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Hand every queued record to the client, and the client's batched logs to its transport."""
-        drained = self.worker.drain(timeout_millis / 1000)
-        self.client.flush(timeout=timeout_millis / 1000)
-        return drained
+        """Hand every queued record to the client, within ``timeout_millis``.
+
+        The client's batched logs reach Sentry with the backend's ``force_flush``, which flushes the
+        client once for all its processors (a flush here too would wait for a Sentry that is down again).
+        """
+        return self.worker.drain(timeout_millis / 1000)
 
     def shutdown(self) -> None:
         # The client's close (the backend's shutdown, after this) sends what its batcher still holds.

@@ -12,16 +12,16 @@ with ``logs.enabled``, to Sentry's OTLP logs endpoint through the OTel
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from otel_hakgal.backends.sentry.common import SentryBackendBase
 
 if TYPE_CHECKING:
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk._logs import LogRecordProcessor
-    from opentelemetry.sdk._logs.export import LogRecordExporter
     from opentelemetry.sdk.trace import SpanProcessor
-    from opentelemetry.sdk.trace.export import SpanExporter
     from sentry_sdk.integrations import Integration
 
     from otel_hakgal.backends.sentry.client import SentryClient
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from otel_hakgal.delivery import DeliveryLog
 
 EXPORT_TIMEOUT_S: Final = 10.0  # per request, the OTLP exporter's default
+_Exporter = TypeVar("_Exporter", "OTLPSpanExporter", "OTLPLogExporter")
 
 
 class SentryOtlpBackend(SentryBackendBase):
@@ -51,57 +52,49 @@ class SentryOtlpBackend(SentryBackendBase):
 
             # Before the exporter's processor: root spans get sentry.profiler_id while still writable.
             profiling = (ProfilingSpanProcessor(self.profiler),)
-        from otel_hakgal.backends.batching import CountingBatchSpanProcessor
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = sentry_otlp_exporter(self.settings.dsn, self.delivery)
+        from otel_hakgal.backends.batching import CountingBatchSpanProcessor
+        from otel_hakgal.backends.sentry._compat import otlp_traces_target
+
+        exporter = sentry_otlp_exporter(OTLPSpanExporter, otlp_traces_target, self.settings.dsn, self.delivery)
         return (*profiling, CountingBatchSpanProcessor(exporter, self.config))
 
     def create_log_processors(self, client: SentryClient) -> Sequence[LogRecordProcessor]:
         if not self.settings.dsn:
             return ()
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
         from otel_hakgal.backends.batching import CountingBatchLogRecordProcessor
+        from otel_hakgal.backends.sentry._compat import otlp_logs_target
         from otel_hakgal.delivery import SignalDeliveryLog
 
         # Log exports counted apart (``selftest``) and with every other send (``delivery``).
         self.log_delivery = SignalDeliveryLog(self.delivery)
-        exporter = sentry_otlp_log_exporter(self.settings.dsn, self.log_delivery)
+        exporter = sentry_otlp_exporter(OTLPLogExporter, otlp_logs_target, self.settings.dsn, self.log_delivery)
         return (CountingBatchLogRecordProcessor(exporter, self.config),)
 
 
-def sentry_otlp_exporter(dsn: str, delivery: DeliveryLog) -> SpanExporter:
-    """An OTLP span exporter to Sentry's endpoint for ``dsn`` that reads none of the ``OTEL_EXPORTER_OTLP_*``
-    variables: those configure the ``otlp`` backend's collector, and its credentials must not reach Sentry.
+def sentry_otlp_exporter(
+    exporter_class: type[_Exporter],
+    target: Callable[[str], tuple[str, dict[str, str]]],
+    dsn: str,
+    delivery: DeliveryLog,
+) -> _Exporter:
+    """An OTLP exporter (``OTLPSpanExporter`` or ``OTLPLogExporter``) to Sentry's endpoint for ``dsn`` that
+    ``target`` gives (``otlp_traces_target`` or ``otlp_logs_target``), reading none of the
+    ``OTEL_EXPORTER_OTLP_[TRACES_|LOGS_]*`` variables: those configure the ``otlp`` backend's collector,
+    and its credentials must not reach Sentry.
 
     Endpoint, timeout and compression are given (the exporter reads the environment only for what is not);
     headers and TLS files, which it merges from the environment regardless, are kept out by the session.
     """
     from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    from otel_hakgal.backends.sentry._compat import otlp_traces_target
     from otel_hakgal.backends.sentry.otlp_session import OwnHeadersSession
 
-    endpoint, headers = otlp_traces_target(dsn)
-    return OTLPSpanExporter(
-        endpoint=endpoint,
-        headers=headers,
-        timeout=EXPORT_TIMEOUT_S,
-        compression=Compression.NoCompression,
-        session=OwnHeadersSession(delivery, headers),
-    )
-
-
-def sentry_otlp_log_exporter(dsn: str, delivery: DeliveryLog) -> LogRecordExporter:
-    """An OTLP log exporter to Sentry's logs endpoint for ``dsn``, as :func:`sentry_otlp_exporter` for spans:
-    none of the ``OTEL_EXPORTER_OTLP_[LOGS_]*`` headers or TLS files, which configure another collector."""
-    from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-
-    from otel_hakgal.backends.sentry._compat import otlp_logs_target
-    from otel_hakgal.backends.sentry.otlp_session import OwnHeadersSession
-
-    endpoint, headers = otlp_logs_target(dsn)
-    return OTLPLogExporter(
+    endpoint, headers = target(dsn)
+    return exporter_class(
         endpoint=endpoint,
         headers=headers,
         timeout=EXPORT_TIMEOUT_S,

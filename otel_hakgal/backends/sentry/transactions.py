@@ -451,9 +451,11 @@ class SentryTransactionProcessor(SpanProcessor):
         return event, spans
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        drained = self.worker.drain(timeout_millis / 1000)  # queued transactions reach Sentry's transport first
-        self.client.flush(timeout=timeout_millis / 1000)
-        return drained
+        """Hand every queued transaction to Sentry's transport, within ``timeout_millis``.
+
+        The transport is flushed once, by the backend's ``force_flush`` (after every processor's).
+        """
+        return self.worker.drain(timeout_millis / 1000)
 
     def shutdown(self) -> None:
         self.worker.stop(self.shutdown_timeout_s)
