@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import os
 import re
@@ -375,6 +376,12 @@ class LogsSettings:
         env="OTEL_HAKGAL_LOGS_MAX_PER_SECOND",
         validate=positive,
     )
+
+    @property
+    def level_number(self) -> int:
+        """``level`` as a ``logging`` level number (``level`` was validated as a level name)."""
+        number = logging.getLevelName(self.level.strip().upper())
+        return number if isinstance(number, int) else logging.WARNING
 
 
 @dataclass(frozen=True)

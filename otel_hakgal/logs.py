@@ -107,12 +107,6 @@ _SEVERITY_TEXT: Final = {"WARNING": "WARN", "CRITICAL": "FATAL"}  # the OTel log
 _emitting = threading.local()
 
 
-def level_number(name: str) -> int:
-    """The ``logging`` level of a name ``config`` validated (any case)."""
-    level = logging.getLevelName(name.strip().upper())
-    return level if isinstance(level, int) else logging.WARNING
-
-
 def _under(name: str, prefixes: Sequence[str]) -> bool:
     return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
 

@@ -311,7 +311,7 @@ class Plumbing:
         settings = handle.config.logs
         self.log_fan_out.switch(handle.log_processors, handle.runtime.scrubber, settings.max_per_second)
         if self.log_handler is not None:
-            self.log_handler.attach(logs.level_number(settings.level))
+            self.log_handler.attach(settings.level_number)
 
     def switch(self, handle: Handle | None) -> None:
         """Route spans, metrics, propagation and the API to ``handle`` (``None`` or no backends: nowhere)."""

@@ -42,8 +42,7 @@ class BackendReport:
 
 def test_log_level(config: Config) -> int:
     """The level of the test log line: WARNING, or the export threshold (``logs.level``) if that is higher."""
-    threshold = logging.getLevelName(config.logs.level.strip().upper())
-    return max(logging.WARNING, threshold if isinstance(threshold, int) else logging.WARNING)
+    return max(logging.WARNING, config.logs.level_number)
 
 
 def send_test_signals(log_level: int | None = None) -> None:
