@@ -26,6 +26,7 @@ app uses too, only records from the exporters' and Sentry's threads count.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -142,3 +143,9 @@ def reset() -> None:
     budget = _Installed.budget
     if budget is not None:
         budget.reset()
+
+
+def count_value(counter: itertools.count[int]) -> int:
+    """How far ``counter`` got. Counters that threads share are ``itertools.count`` objects, since
+    ``next()`` on one is atomic under the GIL (``+=`` is not); it exposes its value only through repr."""
+    return int(repr(counter)[6:-1])

@@ -59,7 +59,7 @@ from opentelemetry.sdk.resources import Resource
 from otel_hakgal import runtime
 from otel_hakgal.config import Config
 from otel_hakgal.conventions import INSTRUMENTATION_SCOPE, Attr, LogDropReason, Metric, metric_def
-from otel_hakgal.log_limits import INTERVAL_S
+from otel_hakgal.log_limits import INTERVAL_S, count_value
 from otel_hakgal.log_redaction import CORRELATION_DEFAULTS, CORRELATION_FIELDS
 from otel_hakgal.redaction import SecretScrubber
 from otel_hakgal.user_text import LOGGED_HIDDEN_KEY, TextMask, logged_hidden_texts, user_text_mask
@@ -206,7 +206,7 @@ class LogDropTally:
 
     def totals(self) -> dict[str, int]:
         """Records dropped since the process started, by reason."""
-        return {reason: int(repr(counter)[6:-1]) for reason, counter in list(self._counters.items())}
+        return {reason: count_value(counter) for reason, counter in list(self._counters.items())}
 
     def reset(self) -> None:
         """Forget the counts and report the next drop at once (for tests)."""
@@ -306,7 +306,7 @@ class FanOutLogProcessor(LogRecordProcessor):
     @property
     def records_emitted(self) -> int:
         """Records handed to the backends since the process started."""
-        return int(repr(self._emitted)[6:-1])  # count() exposes its value only through repr
+        return count_value(self._emitted)
 
     def switch(self, processors: Sequence[LogRecordProcessor], scrubber: SecretScrubber | None, rate: float) -> None:
         self.bucket.configure(rate)
