@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, MetricsData, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan
@@ -66,8 +67,24 @@ def span_line(span: ReadableSpan, depth: int, trace_start: int) -> str:
     return f"{name} {_duration_ms(span):9.2f} ms  +{offset_ms:8.2f}  {shown}{mark}".rstrip()
 
 
-def render_trace(spans: Sequence[ReadableSpan]) -> str:
-    """Render the spans of one trace as an indented waterfall, children under parents."""
+class TraceNote(Protocol):
+    """A line shown under a span of the waterfall (a log record), at its time among the span's children."""
+
+    @property
+    def span_id(self) -> int: ...
+    @property
+    def time_ns(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+
+
+def render_trace(spans: Sequence[ReadableSpan], notes: Sequence[TraceNote] = ()) -> str:
+    """Render the spans of one trace as an indented waterfall, children under parents.
+
+    ``notes`` show under the span they name, in time order among its children (a log line
+    between two provers shows between them); one whose span is not among ``spans`` shows
+    under the roots.
+    """
     if not spans:
         return ""
     by_id = {span.context.span_id: span for span in spans if span.context is not None}
@@ -75,19 +92,24 @@ def render_trace(spans: Sequence[ReadableSpan]) -> str:
     for span in spans:
         parent = span.parent.span_id if span.parent is not None else None
         children[parent if parent in by_id else None].append(span)
-    for group in children.values():
-        group.sort(key=lambda s: s.start_time or 0)
+    notes_of: dict[int | None, list[TraceNote]] = defaultdict(list)
+    for note in notes:
+        notes_of[note.span_id if note.span_id in by_id else None].append(note)
     trace_start = min(span.start_time or 0 for span in spans)
     trace_id = next(iter(by_id.values())).context.trace_id if by_id else 0
     lines = [f"trace {trace_id:032x}"]
 
-    def walk(span: ReadableSpan, depth: int) -> None:
-        lines.append(span_line(span, depth, trace_start))
-        for child in children.get(span.context.span_id if span.context else None, []):
-            walk(child, depth + 1)
+    def under(parent: int | None, depth: int) -> None:
+        entries: list[tuple[int, ReadableSpan | TraceNote]] = [(s.start_time or 0, s) for s in children[parent]]
+        entries += [(note.time_ns, note) for note in notes_of.get(parent, [])]
+        for _, entry in sorted(entries, key=lambda item: item[0]):
+            if isinstance(entry, ReadableSpan):
+                lines.append(span_line(entry, depth, trace_start))
+                under(entry.context.span_id if entry.context else None, depth + 1)
+            else:
+                lines.append("  " * depth + "▸ " + entry.text)
 
-    for root in children[None]:
-        walk(root, 1)
+    under(None, 1)
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from otel_hakgal.backends.base import Backend, Parts
 from otel_hakgal.backends.batching import periodic_reader
 from otel_hakgal.config import Config, one_of, setting
-from otel_hakgal.render import render_metrics, span_line
+from otel_hakgal.render import render_metrics, render_trace
 
 _MAX_OPEN_TRACES = 1000  # bounds memory when local roots never end
 _MAX_LOGS_PER_TRACE = 200  # a trace that logs in a loop shows its first lines and a count of the rest
@@ -97,33 +97,8 @@ def render_waterfall(spans: Sequence[ReadableSpan], logs: Sequence[LogLine] = ()
     """
     if not spans:
         return "\n".join(line.alone() for line in logs)
-    by_id = {span.context.span_id: span for span in spans if span.context is not None}
-    children: dict[int | None, list[ReadableSpan]] = defaultdict(list)
-    for span in spans:
-        parent = span.parent.span_id if span.parent is not None else None
-        children[parent if parent in by_id else None].append(span)
-    logs_of: dict[int | None, list[LogLine]] = defaultdict(list)
-    for log in logs:
-        logs_of[log.span_id if log.span_id in by_id else None].append(log)
-    trace_start = min(span.start_time or 0 for span in spans)
-    trace_id = next(iter(by_id.values())).context.trace_id if by_id else 0
-    lines = [f"trace {trace_id:032x}"]
-
-    def under(parent: int | None, depth: int) -> None:
-        # Children and log lines in one time order: a line logged between two provers shows between them.
-        entries: list[tuple[int, ReadableSpan | LogLine]] = [(s.start_time or 0, s) for s in children.get(parent, [])]
-        entries += [(log.time_ns, log) for log in logs_of.get(parent, [])]
-        for _, entry in sorted(entries, key=lambda item: item[0]):
-            if isinstance(entry, LogLine):
-                lines.append("  " * depth + "▸ " + entry.text)
-            else:
-                lines.append(span_line(entry, depth, trace_start))
-                under(entry.context.span_id if entry.context else None, depth + 1)
-
-    under(None, 1)
-    if more_logs:
-        lines.append(f"  ▸ {more_logs} more log lines not shown")
-    return "\n".join(lines)
+    text = render_trace(spans, logs)
+    return text + f"\n  ▸ {more_logs} more log lines not shown" if more_logs else text
 
 
 class Waterfall:
