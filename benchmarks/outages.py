@@ -59,6 +59,7 @@ P50_RATIO_LIMIT = 1.2
 RSS_LIMIT_MB = 50.0
 STALLED_SCRAPERS = 5
 RECOVERY_TIMEOUT_S = 30.0
+WARNING_TIMEOUT_S = 8.0  # a batch processor exports every 5 s
 
 
 def faults_of(backend: str) -> tuple[str, ...]:
@@ -336,7 +337,12 @@ def run_push(backend: str, llm: str, requests: int, warmup: int, faults: tuple[s
                 else:
                     hit = _wait(lambda before=failed_before: child.ask("failed_sends") > before, RECOVERY_TIMEOUT_S)
                 result["fault_hit"] = hit
-                time.sleep(0.5)  # the exporter logs just after the failed send that told us
+                # The exporter logs after the failed send that told us, and with spans, log records and
+                # Sentry envelopes each sending, the one that warns may send a few seconds later.
+                if fault == "delay-5s":
+                    time.sleep(0.5)
+                else:
+                    _wait(lambda: child.ask("warnings")["export_warnings"] > 0, WARNING_TIMEOUT_S)
                 result |= child.ask("warnings")  # the whole fault, not only while requests ran
                 receiver.heal()
                 if fault == "http-429":
