@@ -100,6 +100,17 @@ def test_token_and_cost_panels_use_the_token_and_cost_metrics() -> None:
     assert set(series_names(cost.name, cost.unit, cost.instrument)) <= names
 
 
+def test_requires_lists_what_the_dashboard_uses_and_no_input_goes_unused() -> None:
+    """Grafana's import checks ``__requires``; an ``__inputs`` entry nothing references only asks a question."""
+    data = dashboard()
+    required = {(item["type"], item["id"]) for item in data["__requires"]}
+    panel_types = {panel["type"] for panel in data["panels"]} - {"row"}
+    assert {("panel", kind) for kind in panel_types} | {("grafana", "grafana"), ("datasource", "prometheus")} == required
+    text = DASHBOARD.read_text()
+    for item in data.get("__inputs", []):
+        assert "${" + item["name"] + "}" in text, f"__inputs {item['name']} is never used"
+
+
 def test_panels_are_well_formed() -> None:
     data = dashboard()
     ids = [p["id"] for p in data["panels"]]
