@@ -105,7 +105,8 @@ def test_requires_lists_what_the_dashboard_uses_and_no_input_goes_unused() -> No
     data = dashboard()
     required = {(item["type"], item["id"]) for item in data["__requires"]}
     panel_types = {panel["type"] for panel in data["panels"]} - {"row"}
-    assert {("panel", kind) for kind in panel_types} | {("grafana", "grafana"), ("datasource", "prometheus")} == required
+    expected = {("panel", kind) for kind in panel_types} | {("grafana", "grafana"), ("datasource", "prometheus")}
+    assert expected == required
     text = DASHBOARD.read_text()
     for item in data.get("__inputs", []):
         assert "${" + item["name"] + "}" in text, f"__inputs {item['name']} is never used"
