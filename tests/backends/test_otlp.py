@@ -1,6 +1,7 @@
 import logging
 import secrets
 import time
+from typing import Any, Final
 
 import pytest
 
@@ -16,6 +17,10 @@ def otlp_handle(otlp_receiver: OtlpReceiver):  # type: ignore[no-untyped-def]
     handle = hg.setup(backends=["otlp"], settings={"otlp.endpoint": otlp_receiver.endpoint, "otlp.compression": "gzip"})
     yield handle
     handle.shutdown()
+
+
+# A queue of four that a slow collector fills at once: no metrics, so only spans or log records count.
+TINY_QUEUE: Final[dict[str, Any]] = {"otlp.metrics": False, "batch.max_queue_size": 4, "batch.max_export_batch_size": 4}
 
 
 def test_spans_arrive_with_names_structure_and_attributes(otlp_receiver: OtlpReceiver, otlp_handle: hg.Handle) -> None:
@@ -72,12 +77,7 @@ def test_spans_beyond_the_batch_queue_are_counted_in_the_drop_metric_and_reporte
     monkeypatch.setattr(DROPS, "settle_s", 0.5)
     caplog.set_level(logging.WARNING, logger="otel_hakgal.export")
     otlp_receiver.fail(delay_s=0.5)  # a slow collector: the first export holds the worker while the queue fills
-    settings = {
-        "otlp.endpoint": otlp_receiver.endpoint,
-        "otlp.metrics": False,
-        "batch.max_queue_size": 4,
-        "batch.max_export_batch_size": 4,
-    }
+    settings = {"otlp.endpoint": otlp_receiver.endpoint, **TINY_QUEUE}
     handle = hg.setup(backends=["otlp", "memory"], settings=settings)
     try:
         for _ in range(50):
@@ -187,12 +187,7 @@ def test_otel_logs_exporter_none_sends_no_log_records(
 def test_log_records_beyond_the_batch_queue_are_counted_as_drops(otlp_receiver: OtlpReceiver) -> None:
     DROPS.reset()
     otlp_receiver.fail(delay_s=0.5)  # a slow collector: the first export holds the worker while the queue fills
-    settings = {
-        "otlp.endpoint": otlp_receiver.endpoint,
-        "otlp.metrics": False,
-        "batch.max_queue_size": 4,
-        "batch.max_export_batch_size": 4,
-    }
+    settings = {"otlp.endpoint": otlp_receiver.endpoint, **TINY_QUEUE}
     handle = hg.setup(backends=["otlp"], settings=settings)
     try:
         for index in range(30):  # within logs.max_per_second: only the queue drops

@@ -260,20 +260,25 @@ def test_logged_exception_inside_an_operation_is_one_error_event_linked_to_its_s
     assert attributes(log)["exception.type"].endswith("ProviderError")
 
 
+def _log_then_escape_and_capture() -> Any:
+    """``logger.exception`` inside a command, the exception escapes it and is captured once more; the command."""
+    try:
+        with hg.command("status") as command:
+            try:
+                raise ProviderError("deepseek timed out")
+            except ProviderError:
+                APP.exception("provider failed")
+                raise
+    except ProviderError as escaped:
+        hg.capture_exception(escaped)  # the layer's error linker gets it once more
+    return command
+
+
 def test_logged_exception_that_escapes_and_is_captured_again_is_one_error_event(
     sentry_receiver: SentryReceiver,
 ) -> None:
     with telemetry(**_sentry(sentry_receiver)) as handle:
-        try:
-            with hg.command("status") as command:
-                try:
-                    raise ProviderError("deepseek timed out")
-                except ProviderError:
-                    APP.exception("provider failed")
-                    raise
-        except ProviderError as escaped:
-            hg.capture_exception(escaped)  # the layer's error linker gets it once more
-        span = command.span.get_span_context()
+        span = _log_then_escape_and_capture().span.get_span_context()
         assert handle.force_flush(5)
         sentry_receiver.wait_for("transaction")
 
@@ -385,15 +390,7 @@ def test_sentry_otlp_sends_logs_to_the_otlp_logs_endpoint_in_the_spans_trace(sen
 
 def test_sentry_otlp_logged_exception_is_one_error_event(sentry_receiver: SentryReceiver) -> None:
     with telemetry(**_sentry(sentry_receiver, "sentry-otlp")) as handle:
-        try:
-            with hg.command("status") as command:
-                try:
-                    raise ProviderError("deepseek timed out")
-                except ProviderError:
-                    APP.exception("provider failed")
-                    raise
-        except ProviderError as escaped:
-            hg.capture_exception(escaped)
+        command = _log_then_escape_and_capture()
         assert handle.force_flush(5)
         [log] = sentry_receiver.wait_for("otlp_log")
 
