@@ -117,18 +117,26 @@ class RateLimitFilter(logging.Filter):
 class _Installed:
     lock = threading.Lock()
     budget: WarningBudget | None = None
-    loggers: set[str] = set()
 
 
 def install(interval_s: float = INTERVAL_S) -> WarningBudget:
-    """Put a :class:`RateLimitFilter` on each of :data:`LIMITED_LOGGERS`; idempotent. Returns the budget."""
+    """Put a :class:`RateLimitFilter` last on each of :data:`LIMITED_LOGGERS`; idempotent. Returns the budget.
+
+    Last, because a record that a later filter drops (sentry-sdk adds one to ``sentry_sdk.errors`` that drops
+    everything unless ``debug``) would spend the budget unseen and silence the next real warning for a
+    minute. ``setup()`` calls this again once the backends started, which is when sentry-sdk is imported.
+    """
     with _Installed.lock:
         if _Installed.budget is None:
             _Installed.budget = WarningBudget(interval_s)
         for name in LIMITED_LOGGERS:
-            if name not in _Installed.loggers:
-                logging.getLogger(name).addFilter(RateLimitFilter(_Installed.budget))
-                _Installed.loggers.add(name)
+            target = logging.getLogger(name)
+            ours = [f for f in target.filters if isinstance(f, RateLimitFilter)]
+            if ours and target.filters[-1] is ours[-1]:
+                continue
+            for limiter in ours:
+                target.removeFilter(limiter)
+            target.addFilter(ours[-1] if ours else RateLimitFilter(_Installed.budget))
         return _Installed.budget
 
 

@@ -576,6 +576,7 @@ def _start(config: Config) -> Handle:
             backend = backends[failing] = backend_class(failing)(config, resource)
             parts.append(backend.start())
         failing = None
+        log_limits.install()  # again: last after the filters the vendor SDKs just imported added
         readers: list[MetricReader] = [r for p in parts for r in p.metric_readers]
         meter_provider = None
         if readers:  # shutdown_on_exit off: the handle shuts it down, bounded in time

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -218,6 +220,25 @@ def test_suppressed_warnings_are_counted_in_the_next_one() -> None:
     assert records[2].getMessage() == "Queue full, dropping Span. (2 similar suppressed)"
     assert limiter.budget.suppressed == 2
     assert limiter.filter(_record("opentelemetry.sdk._shared_internal", "fine", (), level=20))  # below WARNING
+
+
+def test_a_warning_that_sentry_sdk_drops_does_not_spend_the_budget() -> None:
+    # A fresh process, where setup() installs the limits before it imports sentry-sdk.
+    script = """
+import logging
+import otel_hakgal as hg
+from otel_hakgal import log_limits
+from otel_hakgal.testing.outages import WarningCapture
+hg.setup(backends=["sentry"], settings={"sentry.dsn": "http://0123456789abcdef0123456789abcdef@127.0.0.1:9/1"})
+import sentry_sdk.utils  # imported by setup(); its logger drops every record unless debug is on
+with WarningCapture() as capture:
+    sentry_sdk.utils.logger.warning("Rate-limited via 429")  # what its transport logs on a 429
+    logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter").warning("Transient error 429")
+print(capture.records, log_limits.suppressed())
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    exporter = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+    assert run.stdout.strip() == f"[('{exporter}', 'Transient error 429')] 0", run.stdout + run.stderr
 
 
 def test_urllib3_is_limited_only_on_telemetry_threads() -> None:
