@@ -242,6 +242,114 @@ class SamplingSettings:
 
 
 @dataclass(frozen=True)
+class TailRule:
+    """One ``[[sampling.tail.rules]]`` entry: keep a trace when one of its spans has ``attribute``
+    (equal to ``equals``, when given), with probability ``keep_ratio``."""
+
+    attribute: str
+    equals: str | int | float | bool | None = None
+    keep_ratio: float = 1.0
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """What reports and metrics call the rule: its ``name``, else its attribute."""
+        return self.name or self.attribute
+
+
+TAIL_RULE_KEYS: Final = ("attribute", "equals", "keep_ratio", "name")
+
+
+def parse_tail_rules(value: Any) -> tuple[TailRule, ...]:
+    """``[[sampling.tail.rules]]`` tables (or the same as JSON, from the environment) as rules."""
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"a JSON list of rule tables ({exc.msg})") from None
+    expected = "a list of tables with 'attribute' and optionally 'equals', 'keep_ratio', 'name'"
+    if isinstance(value, tuple) and all(isinstance(rule, TailRule) for rule in value):
+        return value  # parsed already (from the environment)
+    if not isinstance(value, list | tuple):
+        raise ValueError(expected)
+    rules: list[TailRule] = []
+    for index, table in enumerate(value):
+        where = f"rule {index + 1}"
+        if not isinstance(table, Mapping):
+            raise ValueError(expected)
+        unknown = sorted(set(table) - set(TAIL_RULE_KEYS))
+        if unknown:
+            raise ValueError(f"{expected}; {where} has unknown keys {', '.join(map(repr, unknown))}")
+        attribute, equals = table.get("attribute"), table.get("equals")
+        ratio, name = table.get("keep_ratio", 1.0), table.get("name", "")
+        if not isinstance(attribute, str) or not attribute.strip():
+            raise ValueError(f"{expected}; {where} has no 'attribute' name")
+        if equals is not None and not isinstance(equals, str | int | float | bool):
+            raise ValueError(f"{expected}; {where}: 'equals' must be a string, number or boolean")
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"{expected}; {where}: 'keep_ratio' must be a number from 0.0 to 1.0")
+        if not isinstance(name, str):
+            raise ValueError(f"{expected}; {where}: 'name' must be a string")
+        rules.append(TailRule(attribute.strip(), equals, float(ratio), name))
+    return tuple(rules)
+
+
+@dataclass(frozen=True)
+class TailSamplingSettings:
+    """``[sampling.tail]``: decide when a trace's local root ends, keeping what matters.
+
+    A trace is kept when one of its spans has status ERROR, when its local root
+    took longer than ``keep_slower_than_s``, when a rule matches, or else with
+    probability ``keep_ratio``, decided by trace id (the same in every process).
+    """
+
+    enabled: bool = setting(
+        False,
+        "Tail sampling in the process: spans are held until their trace's local root ends, then the whole"
+        " trace goes to every backend, or none of it. Metrics are never sampled.",
+        env="OTEL_HAKGAL_TAIL_SAMPLING",
+        env_parser=parse_bool,
+    )
+    keep_ratio: float = setting(
+        0.1,
+        "Share of ordinary traces kept (no error, not slow, no rule matched), decided by trace id.",
+        env="OTEL_HAKGAL_TAIL_KEEP_RATIO",
+        validate=number_range(0.0, 1.0),
+    )
+    keep_slower_than_s: float = setting(
+        10.0,
+        "Keep every trace whose local root took longer than this many seconds (the seed's slow-response"
+        " threshold).",
+        env="OTEL_HAKGAL_TAIL_KEEP_SLOWER_THAN_S",
+        validate=positive,
+    )
+    rules: tuple[TailRule, ...] = setting(
+        [],
+        "More reasons to keep a trace: `[[sampling.tail.rules]]` tables with `attribute`, optional"
+        " `equals` (omitted: the attribute is present), `keep_ratio` (default 1.0) and `name`. The env"
+        " var takes the same as a JSON list.",
+        env="OTEL_HAKGAL_TAIL_RULES",
+        env_parser=parse_tail_rules,
+    )
+    max_spans_per_trace: int = setting(
+        1000, "Spans held per trace until its decision; more are dropped and counted.", validate=positive
+    )
+    max_open_traces: int = setting(
+        10_000,
+        "Traces held at once awaiting their decision; past it the oldest is decided early, as a partial trace.",
+        validate=positive,
+    )
+    max_trace_age_s: float = setting(
+        60.0,
+        "A trace whose local root is still open after this many seconds is decided on what it holds, its"
+        " spans marked `otel_hakgal.sampling.partial`; later spans follow that decision.",
+        validate=positive,
+    )
+
+
+@dataclass(frozen=True)
 class RedactionSettings:
     text_mode: str = setting(
         "truncate", "How command and question text is recorded.", validate=one_of("truncate", "hash", "omit")
@@ -434,6 +542,7 @@ class Config:
     strict: bool = False
     service: ServiceSettings = field(default_factory=ServiceSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    sampling_tail: TailSamplingSettings = field(default_factory=TailSamplingSettings)
     redaction: RedactionSettings = field(default_factory=RedactionSettings)
     genai: GenAISettings = field(default_factory=GenAISettings)
     export: ExportSettings = field(default_factory=ExportSettings)
@@ -476,6 +585,7 @@ ROOT_SETTINGS: Final[dict[str, SettingSpec]] = {
 CORE_SECTIONS: Final[dict[str, type]] = {
     "service": ServiceSettings,
     "sampling": SamplingSettings,
+    "sampling.tail": TailSamplingSettings,
     "redaction": RedactionSettings,
     "genai": GenAISettings,
     "export": ExportSettings,
@@ -483,6 +593,11 @@ CORE_SECTIONS: Final[dict[str, type]] = {
     "limits": LimitSettings,
     "logs": LogsSettings,
 }
+
+
+def core_field(section: str) -> str:
+    """The :class:`Config` attribute of a core section (``sampling.tail`` -> ``sampling_tail``)."""
+    return section.replace(".", "_")
 
 
 def section_class(section: str) -> type | None:
@@ -640,6 +755,8 @@ def _coerce(value: Any, hint: Any) -> Any:
         if not isinstance(value, str):
             raise ValueError("a string")
         return value
+    if origin is tuple and typing.get_args(hint)[0] is TailRule:
+        return parse_tail_rules(value)
     if origin is tuple:
         if isinstance(value, str):
             value = parse_list(value)
@@ -787,7 +904,7 @@ def load_config(
         except ValueError as exc:
             problems.append(f"{entry.source}: key '{key}': {shown_value(entry.value)} is not valid; expected {exc}")
 
-    core = {name: built.pop(name) for name in CORE_SECTIONS}
+    core = {core_field(name): built.pop(name) for name in CORE_SECTIONS}
     config = Config(
         **root,
         **core,
@@ -1015,7 +1132,7 @@ def describe(config: Config) -> dict[str, Any]:
         "strict": config.strict,
     }
     sections: dict[str, Any] = {
-        **{name: getattr(config, name) for name in CORE_SECTIONS},
+        **{name: getattr(config, core_field(name)) for name in CORE_SECTIONS},
         **{name: s for name, s in config.backend_settings.items() if name in config.backends},
     }
     for name, section in sections.items():
@@ -1027,6 +1144,8 @@ def describe(config: Config) -> dict[str, Any]:
                     value = mask_table(value)
                 elif isinstance(value, str):
                     value = mask_secret(value)
+            elif isinstance(value, tuple) and value and isinstance(value[0], TailRule):
+                value = [dataclasses.asdict(rule) for rule in value]
             values[f.name] = value
         out[name] = values
     out["pricing"] = {model: dataclasses.asdict(price) for model, price in config.pricing.items()}
