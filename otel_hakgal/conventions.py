@@ -141,6 +141,31 @@ class ErrorType:
     OTHER: Final = "_OTHER"  # the OTel fallback value
 
 
+class SamplingDecision(StrEnum):
+    """``otel_hakgal.sampling.decision``: what tail sampling did with a trace."""
+
+    KEPT = "kept"
+    DROPPED = "dropped"
+
+
+class SamplingReason(StrEnum):
+    """``otel_hakgal.sampling.reason``: why tail sampling kept a trace (dropped ones: ``ratio``), first match wins."""
+
+    ERROR = "error"  # a span with status ERROR
+    SLOW = "slow"  # the local root took longer than sampling.tail.keep_slower_than_s
+    RULE = "rule"  # a [[sampling.tail.rules]] entry matched (and its keep_ratio kept it)
+    RATIO = "ratio"  # sampling.tail.keep_ratio, by trace id
+
+
+class TailSamplingLoss(StrEnum):
+    """``error.type`` of ``otel_hakgal.sampling.incomplete``: why a trace left tail sampling incomplete."""
+
+    TRACE_FULL = "trace_full"  # spans past sampling.tail.max_spans_per_trace were dropped
+    TOO_OLD = "too_old"  # its local root stayed open past sampling.tail.max_trace_age_s: decided early
+    TOO_MANY_TRACES = "too_many_traces"  # past sampling.tail.max_open_traces: the oldest decided early
+    SHUTDOWN = "shutdown"  # still open at shutdown (or when tail sampling was switched off): decided early
+
+
 class TokenType(StrEnum):
     INPUT = "input"
     OUTPUT = "output"
@@ -265,6 +290,27 @@ class Attr:
         "error.type",
         "string",
         "Exception class name, or a fixed code (`timeout`, `provider_error`, ...); absent on success.",
+    )
+    # Tail sampling ([sampling.tail])
+    SAMPLING_DECISION: Final = _attribute(
+        "otel_hakgal.sampling.decision", "string", "What tail sampling did with a trace.", _values(SamplingDecision)
+    )
+    SAMPLING_REASON: Final = _attribute(
+        "otel_hakgal.sampling.reason",
+        "string",
+        "Why tail sampling kept the trace (on its local root span; on the metric, also why one was dropped).",
+        _values(SamplingReason),
+    )
+    SAMPLING_RATE: Final = _attribute(
+        "otel_hakgal.sampling.rate",
+        "double",
+        "On a kept trace's local root: the probability tail sampling kept a trace like it with (1.0 for"
+        " errors and slow traces, `keep_ratio` or the rule's for the others). Multiply by the head rate.",
+    )
+    SAMPLING_PARTIAL: Final = _attribute(
+        "otel_hakgal.sampling.partial",
+        "boolean",
+        "On every span of a trace decided before its local root ended (see `otel_hakgal.sampling.incomplete`).",
     )
     # The layer's own health
     EXPORT_BACKEND: Final = _attribute(
@@ -467,6 +513,24 @@ class Metric:
         "Log records not exported since the process started, by reason (`error.type`): `rate_limit`"
         " (beyond `logs.max_per_second`, for every backend at once). A backend's full log queue counts in"
         " `otel_hakgal.export.dropped`.",
+        (Attr.ERROR_TYPE,),
+    )
+
+    SAMPLING_TRACES: Final = _metric(
+        "otel_hakgal.sampling.traces",
+        "observable_counter",
+        "{trace}",
+        "Traces tail sampling decided since the process started, by decision and reason. Metrics are"
+        " never sampled: the command and LLM metrics count every trace, kept or not.",
+        (Attr.SAMPLING_DECISION, Attr.SAMPLING_REASON),
+    )
+    SAMPLING_INCOMPLETE: Final = _metric(
+        "otel_hakgal.sampling.incomplete",
+        "observable_counter",
+        "{trace}",
+        "Traces tail sampling let go incomplete since the process started, by reason (`error.type`):"
+        " `trace_full` (spans past `max_spans_per_trace` dropped), `too_old`, `too_many_traces` and"
+        " `shutdown` (decided before the local root ended; their spans carry `otel_hakgal.sampling.partial`).",
         (Attr.ERROR_TYPE,),
     )
 

@@ -17,6 +17,7 @@ from opentelemetry.metrics import (
 )
 
 from otel_hakgal.conventions import INSTRUMENTATION_SCOPE, Attr, Metric, MetricDef, metric_def
+from otel_hakgal.tail_sampling import observe_decisions, observe_losses
 from otel_hakgal.version import __version__
 
 
@@ -62,6 +63,8 @@ class Instruments:
     gen_ai_duration: Histogram
     gen_ai_tokens: Histogram
     export_dropped: ObservableCounter
+    sampling_traces: ObservableCounter
+    sampling_incomplete: ObservableCounter
 
     @classmethod
     def create(cls, provider: MeterProvider | None = None) -> Instruments:
@@ -77,4 +80,6 @@ class Instruments:
             gen_ai_duration=_histogram(meter, metric_def(Metric.GEN_AI_OPERATION_DURATION)),
             gen_ai_tokens=_histogram(meter, metric_def(Metric.GEN_AI_TOKEN_USAGE)),
             export_dropped=_observable_counter(meter, metric_def(Metric.EXPORT_DROPPED), observe_export_drops),
+            sampling_traces=_observable_counter(meter, metric_def(Metric.SAMPLING_TRACES), observe_decisions),
+            sampling_incomplete=_observable_counter(meter, metric_def(Metric.SAMPLING_INCOMPLETE), observe_losses),
         )

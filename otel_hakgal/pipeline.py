@@ -42,11 +42,20 @@ from opentelemetry.util.types import Attributes
 from otel_hakgal import log_limits, log_redaction, logs, runtime
 from otel_hakgal.backends.base import Backend, BackendStats, Parts
 from otel_hakgal.backends.registry import backend_class
-from otel_hakgal.config import Config, ConfigError, LimitSettings, SamplingSettings, check_config, load_config
+from otel_hakgal.config import (
+    Config,
+    ConfigError,
+    LimitSettings,
+    SamplingSettings,
+    TailSamplingSettings,
+    check_config,
+    load_config,
+)
 from otel_hakgal.conventions import INSTRUMENTATION_SCOPE
 from otel_hakgal.instruments import Instruments
 from otel_hakgal.redaction import SecretScrubber
 from otel_hakgal.runtime import Runtime
+from otel_hakgal.tail_sampling import TailSampler
 from otel_hakgal.version import __version__
 
 B = TypeVar("B", bound=Backend)
@@ -58,12 +67,18 @@ logger = logging.getLogger("otel_hakgal")
 
 
 class FanOutSpanProcessor(SpanProcessor):
-    """Forwards to the active backends' processors; a failing one never reaches the app."""
+    """Forwards to the active backends' processors; a failing one never reaches the app.
+
+    With tail sampling on, ended spans first wait in a :class:`TailSampler`, which hands a kept
+    trace's spans to the processors whole and a dropped trace's as unsampled copies (released, not
+    exported).
+    """
 
     def __init__(self) -> None:
         # Processors and the scrubber in one tuple, read once per call: a span never meets one
         # configuration's processors with another's scrubber.
         self._route: tuple[tuple[SpanProcessor, ...], SecretScrubber | None] = ((), None)
+        self._tail: TailSampler | None = None
         self._warned: set[int] = set()
         self._ended = itertools.count()  # next() on a count is atomic under the GIL; += is not
 
@@ -71,15 +86,31 @@ class FanOutSpanProcessor(SpanProcessor):
     def processors(self) -> tuple[SpanProcessor, ...]:
         return self._route[0]
 
-    def switch(self, processors: Sequence[SpanProcessor], scrubber: SecretScrubber | None) -> None:
+    @property
+    def tail(self) -> TailSampler | None:
+        """The tail sampler of the current configuration, if it has ``[sampling.tail] enabled``."""
+        return self._tail
+
+    def switch(
+        self,
+        processors: Sequence[SpanProcessor],
+        scrubber: SecretScrubber | None,
+        tail: TailSamplingSettings | None = None,
+    ) -> None:
+        """Route to ``processors``; traces the previous tail sampler still holds go to the previous ones."""
+        held, self._tail = self._tail, None
+        if held is not None:
+            held.flush_open()
         self._route = (tuple(processors), scrubber)
+        if processors and tail is not None and tail.enabled:
+            self._tail = TailSampler(tail, keep=self._deliver, discard=self._release)
 
     @property
     def spans_ended(self) -> int:
         """Spans handed to the backends since the process started (the soak's "produced")."""
         return log_limits.count_value(self._ended)
 
-    def _failed(self, processor: SpanProcessor) -> None:
+    def _failed(self, processor: object) -> None:
         if id(processor) not in self._warned:  # one warning per processor, not one per span
             self._warned.add(id(processor))
             logger.warning("span processor %s failed; its spans are dropped", type(processor).__name__, exc_info=True)
@@ -91,15 +122,37 @@ class FanOutSpanProcessor(SpanProcessor):
                 processor.on_start(span, parent_context)
             except Exception:
                 self._failed(processor)
+        tail = self._tail
+        if tail is not None:
+            tail.on_start(span)
 
     def on_end(self, span: ReadableSpan) -> None:
-        processors, scrubber = self._route
-        if not processors:
+        if not self._route[0]:
             return
         next(self._ended)
+        tail = self._tail
+        if tail is not None:
+            try:
+                tail.on_end(span)
+            except Exception:
+                self._failed(tail)
+            return
+        self._deliver(span)
+
+    def _deliver(self, span: ReadableSpan) -> None:
+        """``span``, scrubbed, to every processor."""
+        processors, scrubber = self._route
         if scrubber is not None:
             span = scrubber.scrub_span(span)
         for processor in processors:
+            try:
+                processor.on_end(span)
+            except Exception:
+                self._failed(processor)
+
+    def _release(self, span: ReadableSpan) -> None:
+        """An unsampled ``span`` of a dropped trace to every processor: nothing exports it, each lets it go."""
+        for processor in self._route[0]:
             try:
                 processor.on_end(span)
             except Exception:
@@ -109,6 +162,8 @@ class FanOutSpanProcessor(SpanProcessor):
         return all(processor.force_flush(timeout_millis) for processor in self.processors)
 
     def shutdown(self) -> None:
+        if self._tail is not None:
+            self._tail.flush_open()
         for processor in self.processors:
             processor.shutdown()
 
@@ -331,7 +386,7 @@ class Plumbing:
         self.meter_provider.switch(handle.meter_provider or metrics.NoOpMeterProvider())
         propagators += [p for parts in handle.parts for p in parts.propagators]
         propagate.set_global_textmap(CompositePropagator(propagators))
-        self.fan_out.switch(handle.span_processors, handle.runtime.scrubber)
+        self.fan_out.switch(handle.span_processors, handle.runtime.scrubber, config.sampling_tail)
         runtime.current = handle.runtime
         self._switch_logs(handle)  # after the runtime: records then see this configuration's service name
         self.handle = handle

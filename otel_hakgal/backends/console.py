@@ -118,6 +118,10 @@ class Waterfall:
     def span_ended(self, span: ReadableSpan) -> None:
         trace_id = span.context.trace_id
         is_local_root = span.parent is None or span.parent.is_remote
+        if not span.context.trace_flags.sampled:  # recorded, not sampled (tail sampling dropped it)
+            if is_local_root:
+                self._forget(trace_id)
+            return
         with self._lock:
             spans = self._open.setdefault(trace_id, [])
             spans.append(span)
@@ -132,6 +136,18 @@ class Waterfall:
             if len(self._printed) > _PRINTED_TRACES:
                 self._printed.popitem(last=False)
         self._printer.print(render_waterfall(spans, logs, more_logs))
+
+    def _forget(self, trace_id: int) -> None:
+        """Let go of a trace that will not be printed: its log lines print alone."""
+        with self._lock:
+            self._open.pop(trace_id, None)
+            lines = self._logs.pop(trace_id, [])
+            self._more_logs.pop(trace_id, None)
+            self._printed[trace_id] = None  # its later lines print alone at once
+            if len(self._printed) > _PRINTED_TRACES:
+                self._printed.popitem(last=False)
+        for line in lines:
+            self._printer.print(line.alone())
 
     def logged(self, line: LogLine) -> None:
         evicted: list[LogLine] = []
