@@ -33,6 +33,8 @@ from otel_hakgal.conventions import (
     Attr,
     Metric,
     ProverResult,
+    SamplingDecision,
+    SamplingReason,
     TokenType,
     metric_def,
 )
@@ -186,6 +188,8 @@ READ: Final[Mapping[str, tuple[str, ...]]] = {
     Metric.GEN_AI_TOKEN_USAGE: (Attr.GEN_AI_PROVIDER_NAME, Attr.GEN_AI_TOKEN_TYPE),
     Metric.LLM_COST: (Attr.GEN_AI_PROVIDER_NAME, Attr.LLM_COST_CURRENCY),
     Metric.CACHE_LOOKUPS: (Attr.CACHE_NAME, Attr.CACHE_HIT),
+    Metric.SAMPLING_TRACES: (Attr.SAMPLING_DECISION, Attr.SAMPLING_REASON),
+    Metric.SAMPLING_INCOMPLETE: (Attr.ERROR_TYPE,),
 }
 
 
@@ -228,6 +232,9 @@ class Snapshot:
     provers: dict[str, Group] = field(default_factory=lambda: defaultdict(Group))
     providers: dict[str, Group] = field(default_factory=lambda: defaultdict(Group))
     caches: dict[str, Group] = field(default_factory=lambda: defaultdict(Group))  # count = lookups, results["hit"]
+    # Tail sampling: traces by (decision, reason), and traces let go incomplete by cause.
+    sampling: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+    sampling_incomplete: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     source: str = ""
 
 
@@ -275,6 +282,10 @@ def _add(snap: Snapshot, point: Point) -> None:
         group.count += point.value
         if attrs.get(Attr.CACHE_HIT) == "true":
             group.results["hit"] += point.value
+    elif name == Metric.SAMPLING_TRACES:
+        snap.sampling[(attrs.get(Attr.SAMPLING_DECISION, ""), attrs.get(Attr.SAMPLING_REASON, ""))] += point.value
+    elif name == Metric.SAMPLING_INCOMPLETE:
+        snap.sampling_incomplete[attrs.get(Attr.ERROR_TYPE, "")] += point.value
 
 
 def histogram_quantile(
@@ -584,4 +595,18 @@ def render(snapshot: Snapshot) -> str:
                 for name, g in sorted(snapshot.caches.items())
             ],
         )
+    if snapshot.sampling:
+        out += ["", render_sampling(snapshot)]
     return "\n".join(out) + "\n"
+
+
+def render_sampling(snapshot: Snapshot) -> str:
+    """One line: how many traces tail sampling kept, and why (``''`` when it decided none)."""
+    decided = sum(snapshot.sampling.values())
+    if not decided:
+        return ""
+    kept = {reason: n for (decision, reason), n in snapshot.sampling.items() if decision == SamplingDecision.KEPT}
+    why = ", ".join(f"{reason} {_num(kept[reason])}" for reason in SamplingReason if kept.get(reason))
+    line = f"Traces kept by tail sampling: {_num(sum(kept.values()))} of {_num(decided)} ({why or 'none'})"
+    incomplete = ", ".join(f"{cause} {_num(n)}" for cause, n in sorted(snapshot.sampling_incomplete.items()) if n)
+    return line + (f"; incomplete: {incomplete}" if incomplete else "")

@@ -418,7 +418,9 @@ class SentryTransactionProcessor(SpanProcessor):
         if status:
             trace_context["status"] = status
         if dsc is not None:
-            trace_context["dynamic_sampling_context"] = dsc.dynamic_sampling_context()
+            trace_context["dynamic_sampling_context"] = _with_tail_rate(
+                dsc.dynamic_sampling_context(), root, headed=transaction.incoming is None
+            )
         profile = transaction.profile
         if profile is not None:
             data[THREAD_ID] = profile.thread_id
@@ -465,6 +467,25 @@ class SentryTransactionProcessor(SpanProcessor):
                 profile = self._open.popitem()[1].profile
                 if profile is not None:
                     profile.stop()
+
+
+def _with_tail_rate(dsc: dict[str, str], root: ReadableSpan, *, headed: bool) -> dict[str, str]:
+    """``dsc`` with the rate the trace was really kept at, when tail sampling kept it, so that Sentry
+    extrapolates right (Relay takes the envelope's ``sample_rate`` as the client sample rate).
+
+    Only this transaction's envelope carries it: the DSC that went downstream stays the head's,
+    as Sentry freezes a DSC once propagated. A trace this process headed was sampled on the same
+    trace-id bits at both stages, so the rate is the smaller one; an upstream's rate is independent.
+    """
+    tail_rate = (root.attributes or {}).get(Attr.SAMPLING_RATE)
+    if not isinstance(tail_rate, float):
+        return dsc
+    try:
+        head_rate = float(dsc.get("sample_rate", "1"))
+    except ValueError:
+        head_rate = 1.0
+    rate = min(head_rate, tail_rate) if headed else head_rate * tail_rate
+    return {**dsc, "sample_rate": repr(rate)}
 
 
 def _forget_oldest_transaction(open_transactions: dict[int, _OpenTransaction]) -> bool:
