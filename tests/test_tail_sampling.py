@@ -302,7 +302,8 @@ def test_every_backend_receives_exactly_the_kept_traces_whole(
         (SamplingDecision.KEPT, SamplingReason.RULE): len(timed_out - failed),
         (SamplingDecision.DROPPED, SamplingReason.RATIO): total - len(expected),
     }
-    assert Metric.SAMPLING_TRACES in {m.name for r in metrics.resource_metrics for s in r.scope_metrics for m in s.metrics}
+    names = {metric.name for r in metrics.resource_metrics for s in r.scope_metrics for metric in s.metrics}
+    assert Metric.SAMPLING_TRACES in names
 
 
 def test_sentry_transactions_carry_the_rate_they_were_kept_at_and_the_dsc_stays_the_heads(

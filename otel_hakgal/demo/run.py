@@ -30,6 +30,7 @@ from otel_hakgal.demo.summary import render_summary, snapshot
 from otel_hakgal.demo.workload import WORKLOAD, StepResult, run_workload
 from otel_hakgal.render import group_by_trace, render_trace
 from otel_hakgal.report import Snapshot
+from otel_hakgal.tail_sampling import TALLY
 
 DEMO_SERVICE_NAME = "hakgal-demo"
 
@@ -85,12 +86,27 @@ def _print_result(out: TextIO) -> Any:
     return show
 
 
-def _wait_for_server_spans(memory: MemoryBackend, expected: int, timeout_s: float = 5.0) -> list[ReadableSpan]:
-    """The server span of a request ends just after the client has its answer: wait for the last ones."""
+def _decided_traces() -> int:
+    """Traces tail sampling decided since the process started."""
+    return sum(TALLY.decisions().values())
+
+
+def _wait_for_server_spans(
+    handle: hg.Handle, memory: MemoryBackend, expected: int, decided_before: int, timeout_s: float = 5.0
+) -> list[ReadableSpan]:
+    """The server span of a request ends just after the client has its answer: wait for the last ones.
+
+    With tail sampling on, only kept traces reach the backend: wait until every request's trace was decided.
+    """
+    tail = handle.config.sampling_tail.enabled
     deadline = time.monotonic() + timeout_s
     while True:
         spans = memory.spans()
-        if sum(1 for s in spans if s.kind is SpanKind.SERVER) >= expected or time.monotonic() > deadline:
+        if tail:
+            settled = _decided_traces() - decided_before >= expected
+        else:
+            settled = sum(1 for s in spans if s.kind is SpanKind.SERVER) >= expected
+        if settled or time.monotonic() > deadline:
             return spans
         time.sleep(0.02)
 
@@ -104,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         with LLMSimulator() as simulator, _service(simulator, args.z3_timeout, args.port) as api:
             print(f"HAK-GAL demo: API {api.base_url}, LLM simulator {simulator.base_url}", file=out)
             print(f"running {len(WORKLOAD)} commands over HTTP\n", file=out)
+            decided_before = _decided_traces()
             results = run_workload(api.base_url, simulator, on_result=_print_result(out))
-            _report(handle, results, show_traces=not args.no_traces, out=out)
+            _report(handle, results, decided_before, show_traces=not args.no_traces, out=out)
             if args.serve:
                 _serve_until_interrupted(api.base_url, out)
     finally:
@@ -118,9 +135,10 @@ def workload_metrics(z3_timeout_s: float = 1.0) -> Snapshot:
     handle = hg.setup(backends=["memory"])
     try:
         with LLMSimulator() as simulator, _service(simulator, z3_timeout_s, 0) as api:
+            decided_before = _decided_traces()
             results = run_workload(api.base_url, simulator)
             memory = handle.backend(MemoryBackend)
-            _wait_for_server_spans(memory, expected=len(results))
+            _wait_for_server_spans(handle, memory, len(results), decided_before)
             return snapshot(memory.metrics())
     finally:
         handle.shutdown()
@@ -131,13 +149,15 @@ def _service(simulator: LLMSimulator, z3_timeout_s: float, port: int) -> _ApiSer
     return _ApiServer(create_app(assistant), port)
 
 
-def _report(handle: hg.Handle, results: Sequence[StepResult], *, show_traces: bool, out: TextIO) -> None:
+def _report(
+    handle: hg.Handle, results: Sequence[StepResult], decided_before: int, *, show_traces: bool, out: TextIO
+) -> None:
     if "memory" not in handle.backends:
         handle.force_flush()
         print(f"\ntelemetry sent to: {', '.join(handle.backends) or 'no backend'}", file=out)
         return
     memory = handle.backend(MemoryBackend)
-    spans = _wait_for_server_spans(memory, expected=len(results))
+    spans = _wait_for_server_spans(handle, memory, len(results), decided_before)
     if show_traces:
         traces = group_by_trace(spans)
         print(f"\n== {len(traces)} traces ==", file=out)
