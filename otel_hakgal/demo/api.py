@@ -19,6 +19,9 @@ not exist, 404, both with ``{"status": "error", "error": ...}``; 504 when
 the command timed out; 500 only for a fault of the server. Client mistakes
 are recorded as commands with outcome ``rejected``: no error event.
 
+With ``HAKGAL_PEER_URL`` (and optionally ``HAKGAL_PEER_VERBS``) set, commands
+are run by that peer HAK-GAL, in the same trace (:mod:`otel_hakgal.demo.peer`).
+
 ``python -m otel_hakgal.demo.api`` stops gracefully on SIGTERM or Ctrl-C: no
 new connections, the requests in flight are answered (up to
 ``--drain-timeout`` seconds), then telemetry is flushed.
@@ -41,6 +44,7 @@ from flask import Flask, Response, jsonify, request
 import otel_hakgal as hg
 from otel_hakgal.demo.commands import CommandResult, CommandRunner, Status, Timeouts, known_verbs, split_command
 from otel_hakgal.demo.k_assistant import AssistantSettings, KAssistant
+from otel_hakgal.demo.peer import Peer
 from otel_hakgal.demo.providers import Endpoints
 from otel_hakgal.demo.serving import DEFAULT_DRAIN_TIMEOUT_S, DrainingServer, serve_until_stopped
 from otel_hakgal.demo.simulator import LLMSimulator
@@ -206,17 +210,19 @@ def create_app(
     assistant: KAssistant | Callable[[], KAssistant] | None = None,
     *,
     timeouts: Mapping[str, float] | None = None,
+    peer: Peer | None = None,
 ) -> Flask:
     """The Flask app around ``assistant`` (default: built at first request, see module doc).
 
-    ``timeouts`` overrides command timeouts by verb (``{"ask": 0.5, "default": 5}``).
+    ``timeouts`` overrides command timeouts by verb (``{"ask": 0.5, "default": 5}``). ``peer``: another
+    HAK-GAL that runs the verbs it delegates (default: ``$HAKGAL_PEER_URL``, see :mod:`otel_hakgal.demo.peer`).
     """
     if isinstance(assistant, KAssistant):
         ready = assistant
         get_assistant: Callable[[], KAssistant] = lambda: ready  # noqa: E731
     else:
         get_assistant = _LazyAssistant(assistant or default_assistant)
-    runner = CommandRunner(get_assistant, Timeouts.with_overrides(timeouts))
+    runner = CommandRunner(get_assistant, Timeouts.with_overrides(timeouts), peer or Peer.from_env())
 
     app = Flask("hakgal_demo")
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from enum import StrEnum
 import otel_hakgal as hg
 from otel_hakgal.conventions import ErrorType, Outcome
 from otel_hakgal.demo.k_assistant import ClientMistake, KAssistant, Reply
+from otel_hakgal.demo.peer import Peer
 
 logger = logging.getLogger(__name__)
 
@@ -116,9 +117,16 @@ def split_command(command: str) -> tuple[str, str]:
 
 
 class CommandRunner:
-    def __init__(self, assistant_factory: Callable[[], KAssistant], timeouts: Timeouts | None = None) -> None:
+    def __init__(
+        self,
+        assistant_factory: Callable[[], KAssistant],
+        timeouts: Timeouts | None = None,
+        peer: Peer | None = None,
+    ) -> None:
+        """``peer``: the verbs it delegates run there, under this process's command span (see ``demo.peer``)."""
         self._assistant = assistant_factory
         self.timeouts = timeouts or Timeouts()
+        self.peer = peer
 
     def run(self, verb: str, text: str) -> CommandResult:
         """Run ``verb`` in a worker thread; never raises. An unknown verb is recorded and rejected."""
@@ -127,10 +135,11 @@ class CommandRunner:
         handler, _ = VERBS[verb]
         timeout_s = self.timeouts.for_verb(verb)
         outcome: dict[str, Reply | Exception] = {}
+        peer = self.peer if self.peer is not None and self.peer.delegates(verb) else None
 
         def work() -> None:
             try:
-                outcome["reply"] = handler(self._assistant(), text)
+                outcome["reply"] = peer.run(f"{verb} {text}".strip()) if peer else handler(self._assistant(), text)
             except Exception as error:  # handed to the request thread, which reports it
                 outcome["error"] = error
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "configs" / "collector" / "builder.yaml"
 BINARY_NAME = "otelcol-hakgal"
 BUILDER_MODULE = "go.opentelemetry.io/collector/cmd/builder"
-_BUILDER_PIN = re.compile(re.escape(BUILDER_MODULE) + r"@(v[0-9][0-9A-Za-z.+-]*)")
+_BUILDER_PIN = re.compile(re.escape(BUILDER_MODULE) + r"@(v[0-9]+\.[0-9]+\.[0-9]+)")
 _OUTPUT_PATH = re.compile(r"^(\s*output_path:).*$", re.MULTILINE)
 
 
