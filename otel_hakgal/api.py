@@ -49,7 +49,6 @@ import contextlib
 import contextvars
 import functools
 import inspect
-import json
 import logging
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -64,7 +63,7 @@ from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_MESS
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from otel_hakgal import runtime
+from otel_hakgal import genai, runtime
 from otel_hakgal.conventions import (
     MESSAGE_EVENT,
     Attr,
@@ -194,7 +193,7 @@ class Operation:
         self._hidden = None
         self._parent = _current_op.get()
         span = self.span = self._open(rt)
-        self._token = otel_context.attach(trace.set_span_in_context(span))
+        self._token = otel_context.attach(self._context(span))
         self._op_token = _current_op.set(self)
         self._start = perf_counter()
         return self
@@ -210,7 +209,7 @@ class Operation:
                 _record_exception(span, exc, mask, escaped=True)
                 note_escape(exc, span)
                 message = f"{type(exc).__name__}: {exc}"
-                self._mark_failed(type(exc).__qualname__, message if mask is None else mask(message))
+                self._mark_failed(self._error_type_of(exc), message if mask is None else mask(message))
             self._on_end(duration)
         finally:
             span.end()
@@ -220,6 +219,14 @@ class Operation:
     def _open(self, rt: Runtime) -> Span:
         """Reset the per-run state and start the span. Subclasses implement it."""
         raise NotImplementedError
+
+    def _context(self, span: Span) -> otel_context.Context:
+        """The context the code inside runs in: the current one with ``span`` as the current span."""
+        return trace.set_span_in_context(span)
+
+    def _error_type_of(self, error: BaseException) -> str:
+        """``error.type`` of an exception that escaped the operation: its class name."""
+        return type(error).__qualname__
 
     # --- decorator ---
 
@@ -570,6 +577,7 @@ class LLMCallOp(Operation):
     scope = ErrorScope.LLM
     kind = SpanKind.CLIENT
     __slots__ = (
+        "_finish_reasons",
         "_input_tokens",
         "_max_tokens",
         "_metric_attributes",
@@ -583,6 +591,7 @@ class LLMCallOp(Operation):
     )
     _input_tokens: int | None
     _output_tokens: int | None
+    _finish_reasons: list[str] | None
     _metric_attributes: dict[str, AttributeValue]
 
     def __init__(
@@ -605,6 +614,7 @@ class LLMCallOp(Operation):
         self._temperature = temperature
         self._input_tokens = None
         self._output_tokens = None
+        self._finish_reasons = None
         metric_attributes: dict[str, AttributeValue] = {
             Attr.GEN_AI_OPERATION_NAME: self._operation,
             Attr.GEN_AI_PROVIDER_NAME: provider,
@@ -612,6 +622,8 @@ class LLMCallOp(Operation):
         }
         if server_address is not None:
             metric_attributes[Attr.SERVER_ADDRESS] = server_address
+            if server_port is not None:  # the conventions require it wherever server.address is set
+                metric_attributes[Attr.SERVER_PORT] = int(server_port)
         self._metric_attributes = metric_attributes
 
     def _open(self, rt: Runtime) -> Span:
@@ -620,7 +632,7 @@ class LLMCallOp(Operation):
         if rt.config.genai.emit_legacy_system:
             attributes[Attr.GEN_AI_SYSTEM] = provider
         if self._server_port is not None:
-            attributes[Attr.SERVER_PORT] = self._server_port
+            attributes[Attr.SERVER_PORT] = int(self._server_port)
         if self._max_tokens is not None:
             attributes[Attr.GEN_AI_REQUEST_MAX_TOKENS] = self._max_tokens
         if self._temperature is not None:
@@ -646,20 +658,59 @@ class LLMCallOp(Operation):
             self._output_tokens = int(output_tokens)
             self.span.set_attribute(Attr.GEN_AI_USAGE_OUTPUT_TOKENS, self._output_tokens)
         if finish_reasons is not None:
-            self.span.set_attribute(Attr.GEN_AI_RESPONSE_FINISH_REASONS, list(finish_reasons))
+            self._finish_reasons = [str(reason) for reason in finish_reasons]
+            self.span.set_attribute(Attr.GEN_AI_RESPONSE_FINISH_REASONS, self._finish_reasons)
         if response_model is not None:
             self.span.set_attribute(Attr.GEN_AI_RESPONSE_MODEL, response_model)
             self._metric_attributes[Attr.GEN_AI_RESPONSE_MODEL] = response_model
         if response_id is not None:
             self.span.set_attribute(Attr.GEN_AI_RESPONSE_ID, response_id)
 
-    def record_messages(self, input_messages: object, output_messages: object | None = None) -> None:
-        """Record prompt and response content as JSON, only when content capture is switched on."""
-        if not self._rt.config.genai.capture_message_content:
+    def _context(self, span: Span) -> otel_context.Context:
+        # Marks the call, so another instrumentation of the same SDK call is dropped as a duplicate.
+        return genai.llm_call_context(trace.set_span_in_context(span), span.get_span_context())
+
+    def _error_type_of(self, error: BaseException) -> str:
+        """An HTTP error's status code (``"503"``, as the GenAI conventions ask), else the class name."""
+        status = http_status_of(error)
+        return str(status) if status is not None else type(error).__qualname__
+
+    def fail_http(self, status_code: int, message: str | None = None) -> None:
+        """Mark a failed HTTP request to the provider: ``error.type`` is the status code (``"503"``)."""
+        self.fail(str(int(status_code)), message)
+
+    def record_messages(
+        self,
+        input_messages: object,
+        output_messages: object | None = None,
+        *,
+        system_instructions: object | None = None,
+        finish_reasons: Sequence[str] | None = None,
+    ) -> None:
+        """Record prompt and response content, only when content capture is switched on.
+
+        Messages may be OpenAI-style (``{"role", "content"}``) or already in the conventions' shape
+        (``{"role", "parts"}``); a reply may also be a plain string. They are recorded per the GenAI
+        JSON schemas: system messages (or ``system_instructions``) go to ``gen_ai.system_instructions``,
+        the rest to ``gen_ai.input.messages``; output messages get ``finish_reason`` (from
+        ``finish_reasons``, else the ones :meth:`record_usage` recorded, else ``stop``). Each
+        attribute is cut to ``redaction.max_attribute_length`` by cutting contents, so it stays JSON.
+        """
+        rt = self._rt
+        if not rt.config.genai.capture_message_content or not self.span.is_recording():
             return
-        self.span.set_attribute(Attr.GEN_AI_INPUT_MESSAGES, json.dumps(input_messages, default=str))
+        limit = rt.config.redaction.max_attribute_length
+        system, chat = genai.input_messages(input_messages)
+        if system_instructions is not None:
+            system = [*genai.system_instructions(system_instructions), *system]
+        if system:
+            self.span.set_attribute(Attr.GEN_AI_SYSTEM_INSTRUCTIONS, genai.dumps_within(system, limit))
+        self.span.set_attribute(Attr.GEN_AI_INPUT_MESSAGES, genai.dumps_within(chat, limit))
         if output_messages is not None:
-            self.span.set_attribute(Attr.GEN_AI_OUTPUT_MESSAGES, json.dumps(output_messages, default=str))
+            if finish_reasons is None:
+                finish_reasons = self._finish_reasons
+            out = genai.output_messages(output_messages, finish_reasons)
+            self.span.set_attribute(Attr.GEN_AI_OUTPUT_MESSAGES, genai.dumps_within(out, limit))
 
     def _on_end(self, duration: float) -> None:
         rt = self._rt
@@ -694,6 +745,17 @@ class LLMCallOp(Operation):
                     },
                 )
         super()._on_end(duration)
+
+
+def http_status_of(error: BaseException) -> int | None:
+    """The HTTP status code an exception carries (``status_code``: openai, httpx, requests; ``code``:
+    urllib's ``HTTPError``), or ``None``."""
+    for holder in (error, getattr(error, "response", None)):
+        for name in ("status_code", "status", "code"):
+            value = getattr(holder, name, None)
+            if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+                return value
+    return None
 
 
 def _record_exception(

@@ -66,7 +66,14 @@ def instrument_flask(app: Any) -> Any:
     the Flask instrumentation would name it ``{method} {path}``, one span
     name per path sent. This holds also when the launcher instrumented the
     app first.
+
+    The server spans and HTTP metrics follow the stable HTTP conventions unless
+    ``OTEL_SEMCONV_STABILITY_OPT_IN`` says otherwise (see
+    :mod:`otel_hakgal.http_conventions`).
     """
+    from otel_hakgal.http_conventions import default_to_stable_http
+
+    default_to_stable_http()  # before the Flask instrumentation reads it, once per process
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
     if not getattr(app, "_is_instrumented_by_opentelemetry", False):

@@ -18,6 +18,17 @@ from enum import StrEnum
 from typing import Final, TypeVar
 
 INSTRUMENTATION_SCOPE: Final = "otel_hakgal"
+# The OpenTelemetry semantic conventions release the layer's own scope follows (its schema URL, on its
+# tracer and meter): `error.type`, `server.*` and the GenAI names. `gen_ai.provider.name` and the message
+# attributes came in 1.37.0; the GenAI conventions have since moved to their own repository
+# (semantic-conventions-genai), which has no release yet.
+SEMCONV_VERSION: Final = "1.37.0"
+SCHEMA_URL: Final = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
+# OpenTelemetry's switch between the old and the stable HTTP conventions of the HTTP instrumentations
+# (Flask, WSGI), read once per process. The layer defaults it to ``http`` unless the user set it.
+SEMCONV_STABILITY_OPT_IN_ENV: Final = "OTEL_SEMCONV_STABILITY_OPT_IN"
+HTTP_STABLE_OPT_IN: Final = "http"  # the stable names only: the layer's default
+HTTP_DUP_OPT_IN: Final = "http/dup"  # old and stable names at once, while dashboards migrate
 # Span event added by ``capture_message`` (attributes: ``message`` and ``hakgal.message.level``).
 MESSAGE_EVENT: Final = "hakgal.message"
 # The currency of prices that name none, and the unit of the cost metric.
@@ -27,12 +38,36 @@ DEFAULT_COST_CURRENCY: Final = "USD"
 # --- Definitions: each name is defined once, with its meaning; instrumentation.md's tables come from these. ---
 
 
+class Convention(StrEnum):
+    """Which conventions a name follows: the ``convention`` column of instrumentation.md's tables."""
+
+    SEMCONV = f"OTel semconv v{SEMCONV_VERSION}"  # error.type, server.*, http.*, url.*
+    GEN_AI = f"OTel GenAI conventions (semconv v{SEMCONV_VERSION}, semantic-conventions-genai)"  # gen_ai.*
+    HAKGAL = "hakgal"  # HAK-GAL's own domain names (hakgal.*)
+    LAYER = "otel_hakgal"  # the layer's own health and sampling (otel_hakgal.*)
+
+
+def convention_of(name: str) -> Convention:
+    """The convention a span, attribute or metric name belongs to, by its namespace."""
+    if name.startswith("hakgal."):
+        return Convention.HAKGAL
+    if name.startswith("otel_hakgal."):
+        return Convention.LAYER
+    if name.startswith("gen_ai."):
+        return Convention.GEN_AI
+    return Convention.SEMCONV
+
+
 @dataclass(frozen=True)
 class AttributeDef:
     key: str
     type: str
     description: str
     values: tuple[str, ...] = ()
+
+    @property
+    def convention(self) -> Convention:
+        return convention_of(self.key)
 
 
 @dataclass(frozen=True)
@@ -41,6 +76,14 @@ class SpanDef:
     kind: str
     description: str
     attributes: tuple[str, ...]
+
+    @property
+    def convention(self) -> Convention:
+        """By the name's namespace; a name without one (the GenAI span ``{operation} {model}``)
+        follows the convention of its first attribute."""
+        if self.name.startswith(("hakgal.", "otel_hakgal.")) or not self.attributes:
+            return convention_of(self.name)
+        return convention_of(self.attributes[0])
 
 
 @dataclass(frozen=True)
@@ -51,6 +94,10 @@ class MetricDef:
     description: str
     attributes: tuple[str, ...]
     buckets: tuple[float, ...] = ()
+
+    @property
+    def convention(self) -> Convention:
+        return convention_of(self.name)
 
 
 _Def = TypeVar("_Def")
@@ -135,7 +182,7 @@ class ErrorType:
     """Fixed ``error.type`` codes for failures that are not exceptions."""
 
     TIMEOUT: Final = "timeout"
-    PROVIDER_ERROR: Final = "provider_error"
+    PROVIDER_ERROR: Final = "provider_error"  # a failure of a provider that is neither HTTP nor an exception
     MALFORMED_RESPONSE: Final = "malformed_response"
     INVALID_FORMULA: Final = "invalid_formula"
     OTHER: Final = "_OTHER"  # the OTel fallback value
@@ -176,6 +223,17 @@ class GenAIOperation(StrEnum):
     TEXT_COMPLETION = "text_completion"
     GENERATE_CONTENT = "generate_content"
     EMBEDDINGS = "embeddings"
+    RETRIEVAL = "retrieval"
+
+
+# The JSON attributes of captured content follow the GenAI conventions' JSON schemas
+# (gen-ai-input-messages.json, gen-ai-output-messages.json, gen-ai-system-instructions.json).
+GEN_AI_MESSAGE_ROLES: Final = ("system", "user", "assistant", "tool")
+GEN_AI_TEXT_PART: Final = "text"
+# Marks message content the layer cut to fit `redaction.max_attribute_length`.
+GEN_AI_TRUNCATION_MARKER: Final = "…[truncated]"
+# The data source of the RAG retrieval span (`gen_ai.data_source.id`).
+RAG_DATA_SOURCE: Final = "hakgal.corpus"
 
 
 def _values(enum: type[StrEnum]) -> tuple[str, ...]:
@@ -276,12 +334,26 @@ class Attr:
     GEN_AI_INPUT_MESSAGES: Final = _attribute(
         "gen_ai.input.messages",
         "string",
-        "Prompt messages as JSON; only with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`.",
+        "Prompt messages (without the system prompt) as JSON per the conventions' schema: `role` and"
+        " `parts` (`{type: text, content}`); only with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`.",
     )
     GEN_AI_OUTPUT_MESSAGES: Final = _attribute(
         "gen_ai.output.messages",
         "string",
-        "Response messages as JSON; only with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`.",
+        "Response messages as JSON per the conventions' schema: `role`, `parts` and `finish_reason`;"
+        " only with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`.",
+    )
+    GEN_AI_SYSTEM_INSTRUCTIONS: Final = _attribute(
+        "gen_ai.system_instructions",
+        "string",
+        "The system prompt as a JSON list of parts;"
+        " only with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`.",
+    )
+    GEN_AI_DATA_SOURCE_ID: Final = _attribute(
+        "gen_ai.data_source.id", "string", "The data source a retrieval searched (`hakgal.corpus`)."
+    )
+    GEN_AI_RETRIEVAL_TOP_K: Final = _attribute(
+        "gen_ai.retrieval.top_k", "int", "How many documents a retrieval asked for at most."
     )
     # OTel general conventions
     SERVER_ADDRESS: Final = _attribute("server.address", "string", "Host of the LLM or oracle endpoint.")
@@ -289,7 +361,8 @@ class Attr:
     ERROR_TYPE: Final = _attribute(
         "error.type",
         "string",
-        "Exception class name, or a fixed code (`timeout`, `provider_error`, ...); absent on success.",
+        "Exception class name, the HTTP status code of a failed LLM request (`503`), or a fixed code"
+        " (`timeout`, `malformed_response`, ..., `_OTHER`); absent on success.",
     )
     # Tail sampling ([sampling.tail])
     SAMPLING_DECISION: Final = _attribute(
@@ -332,6 +405,7 @@ _GEN_AI_SPAN_ATTRIBUTES = (
     Attr.GEN_AI_SYSTEM,
     Attr.GEN_AI_INPUT_MESSAGES,
     Attr.GEN_AI_OUTPUT_MESSAGES,
+    Attr.GEN_AI_SYSTEM_INSTRUCTIONS,
     Attr.LLM_COST_AMOUNT,
     Attr.LLM_COST_CURRENCY,
     Attr.LLM_COST_KNOWN,
@@ -388,8 +462,12 @@ class SpanName:
         "Normalisation and grammar check of a formula.",
         (Attr.QUERY_FORMULA, Attr.ERROR_TYPE),
     )
-    RAG_RETRIEVE: Final = _span(
-        "hakgal.rag.retrieve", "INTERNAL", "Retrieval of text chunks for a question.", (Attr.RAG_CHUNK_COUNT,)
+    RAG_RETRIEVE: Final = _span(  # GenAI convention: a retrieval, so consumers show it as a retriever
+        "retrieval {data_source}",
+        "INTERNAL",
+        "Retrieval of text chunks for a question from the in-process corpus (GenAI retrieval span).",
+        (Attr.GEN_AI_OPERATION_NAME, Attr.GEN_AI_DATA_SOURCE_ID, Attr.GEN_AI_RETRIEVAL_TOP_K, Attr.RAG_CHUNK_COUNT,
+         Attr.ERROR_TYPE),
     )
     RAG_EXTRACT: Final = _span(
         "hakgal.rag.extract",
@@ -422,6 +500,7 @@ _GEN_AI_METRIC_ATTRIBUTES = (
     Attr.GEN_AI_REQUEST_MODEL,
     Attr.GEN_AI_RESPONSE_MODEL,
     Attr.SERVER_ADDRESS,
+    Attr.SERVER_PORT,
 )
 
 
@@ -503,7 +582,8 @@ class Metric:
         "Telemetry a backend dropped since the process started, by backend and reason (`error.type`):"
         " `queue_full` (spans or Sentry transactions beyond an export queue's capacity), `transport_queue_full`"
         " (Sentry envelopes beyond sentry-sdk's transport queue), `span_limit` (spans a Sentry transaction"
-        " could not take: past its bounds, or ended after it was sent).",
+        " could not take: past its bounds, or ended after it was sent), `signal_refused` (spans, metric data"
+        " points or log records of a signal the receiver refused with HTTP 404 or 405, not sent since).",
         (Attr.EXPORT_BACKEND, Attr.ERROR_TYPE),
     )
     LOGS_DROPPED: Final = _metric(
@@ -541,6 +621,7 @@ class ExportDropReason(StrEnum):
     QUEUE_FULL = "queue_full"  # spans, log records or Sentry transactions waiting for export
     TRANSPORT_QUEUE_FULL = "transport_queue_full"  # Sentry envelopes waiting in sentry-sdk's transport
     SPAN_LIMIT = "span_limit"  # spans a Sentry transaction could not take: past its bounds, or late
+    SIGNAL_REFUSED = "signal_refused"  # items of a signal the receiver refused (HTTP 404/405), not sent since
 
 
 class LogDropReason:
@@ -578,7 +659,8 @@ class InstrumentationMetricDef:
 
     The ``prometheus`` backend serves these; the dashboards and alert rules use
     them, so their names are pinned here too. ``attributes`` are the ones the
-    dashboards use.
+    dashboards use. ``recorded_as``: the name the instrumentation records, when
+    the layer serves the metric under another one (``name``, by a View).
     """
 
     name: str
@@ -587,28 +669,82 @@ class InstrumentationMetricDef:
     description: str
     source: str
     attributes: tuple[str, ...] = ()
+    recorded_as: str = ""
+    buckets: tuple[float, ...] = ()
+    convention: str = ""  # the conventions its name and attributes follow (instrumentation.md)
+
+    @property
+    def instrument_name(self) -> str:
+        """The name the instrumentation creates the instrument with."""
+        return self.recorded_as or self.name
 
 
 _FLASK = "opentelemetry-instrumentation-flask"
 _SYSTEM_METRICS = "opentelemetry-instrumentation-system-metrics"
+# The system-metrics instrumentation records under its own scope's schema, 1.11.0.
+_SYSTEM_METRICS_CONVENTION = "OTel semconv (system-metrics instrumentation, schema 1.11.0)"
+_OLD_HTTP_CONVENTION = "OTel semconv before v1.21 (old HTTP)"
+_PROMETHEUS_PROCESS_CONVENTION = "Prometheus standard process metric"
 
-# HTTP server metrics of the Flask instrumentation, under the default (old) HTTP conventions.
+# The stable HTTP conventions' attributes that the layer's dashboards, tests and docs rely on.
+HTTP_REQUEST_METHOD: Final = "http.request.method"
+HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+HTTP_ROUTE: Final = "http.route"
+URL_PATH: Final = "url.path"
+URL_SCHEME: Final = "url.scheme"
+NETWORK_PROTOCOL_VERSION: Final = "network.protocol.version"
+# The Flask instrumentation's buckets for http.server.request.duration (the HTTP conventions' advice).
+HTTP_DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+# HTTP server metrics of the Flask instrumentation, under the stable HTTP conventions
+# (OTEL_SEMCONV_STABILITY_OPT_IN=http, the layer's default). ``error.type`` is the status code of a 5xx.
 HTTP_SERVER_METRICS: Final[tuple[InstrumentationMetricDef, ...]] = (
+    InstrumentationMetricDef(
+        "http.server.request.duration",
+        "histogram",
+        "s",
+        "Duration of inbound HTTP requests.",
+        _FLASK,
+        (
+            HTTP_REQUEST_METHOD,
+            HTTP_RESPONSE_STATUS_CODE,
+            HTTP_ROUTE,
+            URL_SCHEME,
+            NETWORK_PROTOCOL_VERSION,
+            Attr.ERROR_TYPE,
+        ),
+        buckets=HTTP_DURATION_BUCKETS,
+        convention=Convention.SEMCONV,
+    ),
+    InstrumentationMetricDef(
+        "http.server.active_requests",
+        "up_down_counter",
+        "{request}",
+        "HTTP requests in flight.",
+        _FLASK,
+        (HTTP_REQUEST_METHOD, URL_SCHEME),
+        convention=Convention.SEMCONV,
+    ),
+)
+# The old names (the Flask instrumentation's default without the opt-in; both at once under ``http/dup``).
+LEGACY_HTTP_SERVER_METRICS: Final[tuple[InstrumentationMetricDef, ...]] = (
     InstrumentationMetricDef(
         "http.server.duration",
         "histogram",
         "ms",
-        "Duration of inbound HTTP requests.",
+        "Duration of inbound HTTP requests (old HTTP conventions).",
         _FLASK,
         ("http.method", "http.status_code", "http.target"),
+        convention=_OLD_HTTP_CONVENTION,
     ),
     InstrumentationMetricDef(
         "http.server.active_requests",
         "up_down_counter",
         "requests",
-        "HTTP requests in flight.",
+        "HTTP requests in flight (old HTTP conventions).",
         _FLASK,
         ("http.method",),
+        convention=_OLD_HTTP_CONVENTION,
     ),
 )
 
@@ -621,6 +757,7 @@ PROCESS_METRICS: Final[tuple[InstrumentationMetricDef, ...]] = (
         "CPU seconds, by `type` (user, system).",
         _SYSTEM_METRICS,
         ("type",),
+        convention=_SYSTEM_METRICS_CONVENTION,
     ),
     InstrumentationMetricDef(
         "process.cpu.utilization",
@@ -628,21 +765,43 @@ PROCESS_METRICS: Final[tuple[InstrumentationMetricDef, ...]] = (
         "1",
         "CPU time over elapsed time, divided by the number of CPUs.",
         _SYSTEM_METRICS,
+        convention=_SYSTEM_METRICS_CONVENTION,
     ),
     InstrumentationMetricDef(
-        "process.memory.usage", "observable_up_down_counter", "By", "Resident memory.", _SYSTEM_METRICS
+        "process.memory.usage",
+        "observable_up_down_counter",
+        "By",
+        "Resident memory.",
+        _SYSTEM_METRICS,
+        convention=_SYSTEM_METRICS_CONVENTION,
     ),
     InstrumentationMetricDef(
-        "process.memory.virtual", "observable_up_down_counter", "By", "Virtual memory.", _SYSTEM_METRICS
+        "process.memory.virtual",
+        "observable_up_down_counter",
+        "By",
+        "Virtual memory.",
+        _SYSTEM_METRICS,
+        convention=_SYSTEM_METRICS_CONVENTION,
+    ),
+    # Served under Prometheus's standard process names: a gauge named ``*_count`` fails
+    # ``promtool check metrics`` (it reads as a histogram's count), and
+    # ``process.open_file_descriptor.count`` is deprecated in the conventions.
+    InstrumentationMetricDef(
+        "process.threads",
+        "observable_up_down_counter",
+        "",
+        "Threads of the process.",
+        _SYSTEM_METRICS,
+        recorded_as="process.thread.count",
+        convention=_PROMETHEUS_PROCESS_CONVENTION,
     ),
     InstrumentationMetricDef(
-        "process.thread.count", "observable_up_down_counter", "", "Threads of the process.", _SYSTEM_METRICS
-    ),
-    InstrumentationMetricDef(
-        "process.open_file_descriptor.count",
+        "process.open_fds",
         "observable_up_down_counter",
         "",
         "Open file descriptors.",
         _SYSTEM_METRICS,
+        recorded_as="process.open_file_descriptor.count",
+        convention=_PROMETHEUS_PROCESS_CONVENTION,
     ),
 )

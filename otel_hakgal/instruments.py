@@ -16,7 +16,7 @@ from opentelemetry.metrics import (
     get_meter_provider,
 )
 
-from otel_hakgal.conventions import INSTRUMENTATION_SCOPE, Attr, Metric, MetricDef, metric_def
+from otel_hakgal.conventions import INSTRUMENTATION_SCOPE, SCHEMA_URL, Attr, Metric, MetricDef, metric_def
 from otel_hakgal.tail_sampling import observe_decisions, observe_losses
 from otel_hakgal.version import __version__
 
@@ -68,7 +68,7 @@ class Instruments:
 
     @classmethod
     def create(cls, provider: MeterProvider | None = None) -> Instruments:
-        meter = (provider or get_meter_provider()).get_meter(INSTRUMENTATION_SCOPE, __version__)
+        meter = (provider or get_meter_provider()).get_meter(INSTRUMENTATION_SCOPE, __version__, schema_url=SCHEMA_URL)
         return cls(
             command_duration=_histogram(meter, metric_def(Metric.COMMAND_DURATION)),
             query_duration=_histogram(meter, metric_def(Metric.QUERY_DURATION)),

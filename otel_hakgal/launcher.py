@@ -20,6 +20,7 @@ from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from otel_hakgal.config import MASK, Config, ConfigError, load_config, mask_credentials, secret_values
 from otel_hakgal.environment_variables import LAUNCHER_ENTRY_POINT_NAME
+from otel_hakgal.http_conventions import default_to_stable_http
 from otel_hakgal.pipeline import BackendStartError, Handle, setup
 
 logger = logging.getLogger("otel_hakgal")
@@ -61,6 +62,9 @@ class HakgalDistro(BaseDistro):  # type: ignore[misc]
 
     def _configure(self, **kwargs: Any) -> None:
         os.environ.setdefault("OTEL_PYTHON_CONFIGURATOR", LAUNCHER_ENTRY_POINT_NAME)
+        # The stable HTTP conventions for the Flask instrumentation the launcher loads after us, unless the
+        # user set OTEL_SEMCONV_STABILITY_OPT_IN (the configurator's setup() does the same under another distro).
+        default_to_stable_http()
         # Before the loader goes through the configurators: it may warn about one listed before ours.
         if os.environ["OTEL_PYTHON_CONFIGURATOR"] == LAUNCHER_ENTRY_POINT_NAME:
             quiet_skipped_configurators()

@@ -58,7 +58,8 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_hakgal import runtime
 from otel_hakgal.config import Config
-from otel_hakgal.conventions import INSTRUMENTATION_SCOPE, Attr, LogDropReason, Metric, metric_def
+from otel_hakgal.conventions import INSTRUMENTATION_SCOPE, SCHEMA_URL, Attr, LogDropReason, Metric, metric_def
+from otel_hakgal.genai import is_duplicate_event
 from otel_hakgal.log_limits import INTERVAL_S, count_value
 from otel_hakgal.log_redaction import CORRELATION_DEFAULTS, CORRELATION_FIELDS
 from otel_hakgal.redaction import SecretScrubber
@@ -232,7 +233,7 @@ def observe_log_drops(options: CallbackOptions) -> Iterable[Observation]:
 def create_drop_counter(meter_provider: MeterProvider) -> ObservableCounter:
     """The ``otel_hakgal.logs.dropped`` instrument; create it once per process."""
     definition = metric_def(Metric.LOGS_DROPPED)
-    meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
+    meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__, schema_url=SCHEMA_URL)
     return meter.create_observable_counter(
         definition.name, callbacks=[observe_log_drops], unit=definition.unit, description=definition.description
     )
@@ -331,6 +332,8 @@ class FanOutLogProcessor(LogRecordProcessor):
         scope = log_record.instrumentation_scope
         if scope is not None and is_own_logger(scope.name):
             return
+        if scope is not None and is_duplicate_event(scope.name, log_record.log_record.event_name):
+            return  # another instrumentation's event about a layer LLM call (otel_hakgal.genai)
         # A record from the export handler holds its token already (taken before it was translated).
         if not getattr(_emitting, "active", False) and not self.admit():
             return

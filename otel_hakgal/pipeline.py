@@ -39,7 +39,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from otel_hakgal import log_limits, log_redaction, logs, runtime
+from otel_hakgal import genai, log_limits, log_redaction, logs, runtime
 from otel_hakgal.backends.base import Backend, BackendStats, Parts
 from otel_hakgal.backends.registry import backend_class
 from otel_hakgal.config import (
@@ -51,7 +51,8 @@ from otel_hakgal.config import (
     check_config,
     load_config,
 )
-from otel_hakgal.conventions import INSTRUMENTATION_SCOPE
+from otel_hakgal.conventions import INSTRUMENTATION_SCOPE, SCHEMA_URL
+from otel_hakgal.http_conventions import default_to_stable_http
 from otel_hakgal.instruments import Instruments
 from otel_hakgal.redaction import SecretScrubber
 from otel_hakgal.runtime import Runtime
@@ -81,6 +82,8 @@ class FanOutSpanProcessor(SpanProcessor):
         self._tail: TailSampler | None = None
         self._warned: set[int] = set()
         self._ended = itertools.count()  # next() on a count is atomic under the GIL; += is not
+        # Span ids of nested duplicates of a layer LLM call (otel_hakgal.genai): seen by no backend.
+        self._duplicates: set[int] = set()
 
     @property
     def processors(self) -> tuple[SpanProcessor, ...]:
@@ -117,6 +120,15 @@ class FanOutSpanProcessor(SpanProcessor):
 
     # Plain loops with try/except: no per-span closures on the request path.
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        scope = span.instrumentation_scope
+        if (
+            scope is not None
+            and scope.name != INSTRUMENTATION_SCOPE
+            and genai.in_llm_call(parent_context)
+            and genai.is_duplicate_span(scope.name, span.attributes, parent_context)
+        ):
+            self._duplicates.add(span.context.span_id)  # set.add/discard are atomic under the GIL
+            return
         for processor in self._route[0]:
             try:
                 processor.on_start(span, parent_context)
@@ -127,6 +139,9 @@ class FanOutSpanProcessor(SpanProcessor):
             tail.on_start(span)
 
     def on_end(self, span: ReadableSpan) -> None:
+        if self._duplicates and span.context is not None and span.context.span_id in self._duplicates:
+            self._duplicates.discard(span.context.span_id)
+            return
         if not self._route[0]:
             return
         next(self._ended)
@@ -202,13 +217,63 @@ class _FollowingInstruments(list[Any]):
         instrument.on_meter_set(self._meter.current)
 
 
+class _OutsideLLMCallHistogram(metrics.Histogram):
+    """Another instrumentation's GenAI client histogram: not recorded inside a layer LLM call.
+
+    The layer records that call's ``gen_ai.client.*`` metrics itself; the other instrumentation
+    (e.g. the official openai one, wrapping the same SDK call) would count its tokens again.
+    """
+
+    def __init__(self, delegate: metrics.Histogram) -> None:
+        self._delegate = delegate
+
+    def record(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
+        if not genai.in_llm_call(context):
+            self._delegate.record(amount, attributes, context)
+
+
+class _OutsideLLMCallCounter(metrics.Counter):
+    """Another instrumentation's GenAI client counter: not counted inside a layer LLM call."""
+
+    def __init__(self, delegate: metrics.Counter) -> None:
+        self._delegate = delegate
+
+    def add(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
+        if not genai.in_llm_call(context):
+            self._delegate.add(amount, attributes, context)
+
+
 class _SwitchingMeter(_ProxyMeter):
-    """A proxy meter that never hands out real instruments, so they can all be re-pointed."""
+    """A proxy meter that never hands out real instruments, so they can all be re-pointed.
+
+    Another instrumentation's ``gen_ai.client.*`` instruments skip measurements made inside a layer
+    LLM call, which the layer records itself (see :mod:`otel_hakgal.genai`).
+    """
 
     def __init__(self, name: str, version: str | None, schema_url: str | None, real: metrics.MeterProvider) -> None:
         super().__init__(name, version=version, schema_url=schema_url)
         self.current = real.get_meter(name, version, schema_url)
         self._instruments = _FollowingInstruments(self)
+
+    def _foreign_gen_ai(self, name: str) -> bool:
+        return self._name != INSTRUMENTATION_SCOPE and name.startswith(genai.GEN_AI_CLIENT_METRIC_PREFIX)
+
+    def create_histogram(
+        self,
+        name: str,
+        unit: str = "",
+        description: str = "",
+        *,
+        explicit_bucket_boundaries_advisory: Sequence[float] | None = None,
+    ) -> metrics.Histogram:
+        histogram = super().create_histogram(
+            name, unit, description, explicit_bucket_boundaries_advisory=explicit_bucket_boundaries_advisory
+        )
+        return _OutsideLLMCallHistogram(histogram) if self._foreign_gen_ai(name) else histogram
+
+    def create_counter(self, name: str, unit: str = "", description: str = "") -> metrics.Counter:
+        counter = super().create_counter(name, unit, description)
+        return _OutsideLLMCallCounter(counter) if self._foreign_gen_ai(name) else counter
 
     def on_set_meter_provider(self, meter_provider: metrics.MeterProvider) -> None:
         real_meter = meter_provider.get_meter(self._name, self._version, self._schema_url)
@@ -577,6 +642,9 @@ def setup(
     at all once something (e.g. the ``opentelemetry-instrument`` launcher)
     configured telemetry, returns the running handle.
     """
+    # The stable HTTP conventions, unless the user chose: before any backend (prometheus's process
+    # metrics) or the app instruments something, which fixes the choice for the process.
+    default_to_stable_http()
     no_arguments = all(arg is None for arg in (config, backends, service_name, sample_ratio, settings))
     if no_arguments and _PLUMBING.handle is not None:
         return _PLUMBING.handle
@@ -641,7 +709,7 @@ def _start(config: Config) -> Handle:
             _PLUMBING.log_provider(config, provider.resource)  # the spans' resource, also a joined provider's
         running = Runtime(
             config=config,
-            tracer=provider.get_tracer(INSTRUMENTATION_SCOPE, __version__),
+            tracer=provider.get_tracer(INSTRUMENTATION_SCOPE, __version__, schema_url=SCHEMA_URL),
             instruments=_PLUMBING.meter_instruments(),
             backends=tuple(backends.values()),
             scrubber=scrubber,

@@ -35,6 +35,7 @@ from opentelemetry.trace import Link
 from opentelemetry.trace.status import Status
 
 from otel_hakgal.config import secret_values
+from otel_hakgal.genai import JSON_ATTRIBUTES, rebuild_json
 
 if TYPE_CHECKING:
     from otel_hakgal.config import Config, RedactionSettings
@@ -414,6 +415,20 @@ class SecretScrubber:
             text = text[: limit + _CUT_MARGIN]
         return self._scrub(text, remember)[:limit]  # a str sliced past its end is the same object
 
+    def _json(self, text: str, remember: bool = True) -> str:
+        """A JSON attribute (captured GenAI messages): scrubbed and cut so that it stays valid JSON.
+
+        Scrubbing the serialized text could swallow a closing quote, and a plain cut would end it
+        mid-structure: instead each string inside is scrubbed and the result re-serialized with its
+        message contents cut (:func:`otel_hakgal.genai.dumps_within`). Text that is not JSON is
+        treated as plain text.
+        """
+        limit = self.max_length
+        if (limit is None or len(text) <= limit) and (text in self._clean or self._scrub(text, remember) is text):
+            return text  # no secret and short enough: the common case, no parsing
+        rebuilt = rebuild_json(text, self._data, limit)
+        return self._cut(text, remember) if rebuilt is None else rebuilt
+
     def scrub_value(self, key: str, value: Any, *, remember: bool = True) -> Any:
         """An attribute or field value, scrubbed (strings, and sequences and mappings of them).
 
@@ -427,6 +442,8 @@ class SecretScrubber:
         if kind is str:
             if value and self.enabled and self._is_secret_key(key):
                 return REDACTED
+            if key in JSON_ATTRIBUTES:
+                return self._json(value, remember)
             return self._cut(value, remember)
         if kind in _SCALARS:  # before the isinstance tests below, which cost more than the rest
             return value

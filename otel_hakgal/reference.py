@@ -13,7 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from otel_hakgal.config import ROOT_SETTINGS, all_sections, environment_variables, spec_of
-from otel_hakgal.conventions import ATTRIBUTES, METRICS, SPANS
+from otel_hakgal.conventions import (
+    ATTRIBUTES,
+    HTTP_SERVER_METRICS,
+    METRICS,
+    PROCESS_METRICS,
+    SCHEMA_URL,
+    SPANS,
+)
 
 _BLOCK = re.compile(r"(<!-- generated:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
 
@@ -28,14 +35,23 @@ def _code(text: str) -> str:
     return f"`{text}`"
 
 
+def _scope_line() -> str:
+    """The line under each table of the layer's names: the schema URL its instrumentation scope carries."""
+    return f"\nThe `otel_hakgal` instrumentation scope carries the schema URL `{SCHEMA_URL}`.\n"
+
+
 def spans_table() -> str:
-    rows = [(_code(s.name), s.kind, s.description, ", ".join(_code(a) for a in s.attributes)) for s in SPANS]
-    return _table(("span name", "kind", "meaning", "attributes"), rows)
+    rows = [
+        (_code(s.name), s.kind, s.description, ", ".join(_code(a) for a in s.attributes), s.convention) for s in SPANS
+    ]
+    return _table(("span name", "kind", "meaning", "attributes", "convention"), rows) + _scope_line()
 
 
 def attributes_table() -> str:
-    rows = [(_code(a.key), a.type, a.description, ", ".join(_code(v) for v in a.values)) for a in ATTRIBUTES]
-    return _table(("attribute", "type", "meaning", "values"), rows)
+    rows = [
+        (_code(a.key), a.type, a.description, ", ".join(_code(v) for v in a.values), a.convention) for a in ATTRIBUTES
+    ]
+    return _table(("attribute", "type", "meaning", "values", "convention"), rows) + _scope_line()
 
 
 def metrics_table() -> str:
@@ -47,10 +63,29 @@ def metrics_table() -> str:
             m.description,
             ", ".join(_code(a) for a in m.attributes),
             ", ".join(f"{b:g}" for b in m.buckets) or "-",
+            m.convention,
         )
         for m in METRICS
     ]
-    return _table(("metric", "instrument", "unit", "meaning", "attributes", "bucket boundaries"), rows)
+    header = ("metric", "instrument", "unit", "meaning", "attributes", "bucket boundaries", "convention")
+    return _table(header, rows) + _scope_line()
+
+
+def instrumentation_metrics_table() -> str:
+    """The HTTP server and process metrics other instrumentations record, as the layer serves them."""
+    rows = [
+        (
+            _code(m.name) + (f" (recorded as {_code(m.recorded_as)})" if m.recorded_as else ""),
+            m.instrument,
+            _code(m.unit) if m.unit else "-",
+            m.description,
+            ", ".join(_code(a) for a in m.attributes),
+            m.source,
+            m.convention,
+        )
+        for m in (*HTTP_SERVER_METRICS, *PROCESS_METRICS)
+    ]
+    return _table(("metric", "instrument", "unit", "meaning", "attributes", "recorded by", "convention"), rows)
 
 
 def config_table() -> str:
@@ -76,6 +111,7 @@ BLOCKS = {
     "spans": spans_table,
     "attributes": attributes_table,
     "metrics": metrics_table,
+    "instrumentation-metrics": instrumentation_metrics_table,
     "config": config_table,
     "env": env_table,
 }

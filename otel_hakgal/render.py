@@ -18,7 +18,7 @@ KEY_ATTRIBUTES: tuple[str, ...] = (
     http_attributes.HTTP_REQUEST_METHOD,
     http_attributes.HTTP_ROUTE,
     http_attributes.HTTP_RESPONSE_STATUS_CODE,
-    "http.status_code",  # old HTTP semconv, still the Flask default
+    "http.status_code",  # old HTTP semconv: only when the user opts out of the stable names
     Attr.COMMAND_OUTCOME,
     Attr.QUERY_FORMULA,
     Attr.QUERY_ANSWER,

@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
 from otel_hakgal.config import Config
-from otel_hakgal.conventions import INSTRUMENTATION_SCOPE
+from otel_hakgal.conventions import INSTRUMENTATION_SCOPE, SCHEMA_URL
 from otel_hakgal.instruments import Instruments
 from otel_hakgal.version import __version__
 
@@ -44,7 +44,7 @@ class Runtime:
         """The runtime when nothing is sent: the global OTel API, no backends (``config``: a disabled one)."""
         return cls(
             config=config or Config(backends=()),
-            tracer=trace.get_tracer(INSTRUMENTATION_SCOPE, __version__),
+            tracer=trace.get_tracer(INSTRUMENTATION_SCOPE, __version__, schema_url=SCHEMA_URL),
             instruments=instruments or Instruments.create(),
         )
 

@@ -3,7 +3,8 @@
 It sends a test error, a test message, a test trace and (with ``[logs]
 enabled``) a test log line inside that trace through the layer's API, flushes,
 and reports per backend what the sends did; for a backend that exports log
-records, whether the log line was delivered too.
+records, whether the log line was delivered too; and the signals a backend
+does not send (turned off, or refused by its receiver: that fails it).
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def run_selftest(config_path: str | None, out: TextIO = sys.stdout, timeout_s: f
         send_test_signals(test_log_level(config) if logs else None)
         flushed = handle.force_flush(timeout_s)
         reports = [
-            _with_logs(_report(name, backend, flushed), backend, flushed) for name, backend in handle.backends.items()
+            _with_signals(_with_logs(_report(name, backend, flushed), backend, flushed), backend)
+            for name, backend in handle.backends.items()
         ]
     finally:
         handle.shutdown(timeout_s)
@@ -115,6 +117,23 @@ def _with_logs(report: BackendReport, backend: Backend, flushed: bool) -> Backen
             ok = False
             detail = f"log line NOT delivered ({log.describe() if log.attempts else 'nothing was sent'})"
     return BackendReport(report.backend, report.ok and ok, f"{report.detail}; {detail}")
+
+
+def _with_signals(report: BackendReport, backend: Backend) -> BackendReport:
+    """``report`` with the signals the backend does not send: a signal its receiver refused (HTTP 404/405)
+    fails the backend, with how to turn it off; one its configuration turned off is only named."""
+    try:
+        signals_off = backend.stats().signals_off
+    except Exception:  # a plugin's broken stats() must not break the self-test
+        return report
+    ok, details = report.ok, [report.detail]
+    for signal, off in signals_off.items():
+        if off.refused:
+            ok = False
+            details.append(f"{signal} REFUSED ({off.why}; to turn them off: {off.turn_off})")
+        else:
+            details.append(f"{signal} off ({off.why})")
+    return BackendReport(report.backend, ok, "; ".join(details))
 
 
 def _print(reports: Sequence[BackendReport], out: TextIO, logs: bool = False) -> None:

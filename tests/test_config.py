@@ -478,3 +478,40 @@ def test_check_config_reports_a_jsonl_path_that_cannot_be_written(tmp_path: Path
     result = _check_config(env={"OTEL_HAKGAL_BACKENDS": "jsonl", "OTEL_HAKGAL_JSONL_PATH": str(creatable)})
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "new").exists()  # check-config creates nothing
+
+
+# --- the otlp backend's signals, each on its own (issue 15, item 7) --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "metrics"),
+    [("none", False), ("otlp", True), ("OTLP", True), ("prometheus", False), ("prometheus, otlp", True),
+     ("otlp_proto_http", True), ("console", False)],
+)
+def test_otel_metrics_exporter_turns_otlp_metrics_on_only_when_it_names_otlp(value: str, metrics: bool) -> None:
+    config = load_config(environ={"OTEL_HAKGAL_BACKENDS": "otlp", "OTEL_METRICS_EXPORTER": value})
+    assert config.settings_for("otlp").metrics is metrics
+
+
+def test_otel_metrics_exporter_beats_the_file_and_a_bad_value_names_the_variable(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'backends = ["otlp"]\n[otlp]\nmetrics = true\n')
+    assert load_config(path, environ={"OTEL_METRICS_EXPORTER": "none"}).settings_for("otlp").metrics is False
+    [problem] = _problems(environ={"OTEL_HAKGAL_BACKENDS": "otlp", "OTEL_METRICS_EXPORTER": "otlp; prometheus"})
+    assert problem.startswith("environment variable OTEL_METRICS_EXPORTER (key 'otlp.metrics')"), problem
+    assert "'none'" in problem
+
+
+def test_per_signal_endpoints_and_switches(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        'backends = ["otlp"]\n[otlp]\ntraces_endpoint = "http://127.0.0.1:6006/v1/traces"\n'
+        "metrics = false\nlogs = false\n",
+    )
+    environ = {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://127.0.0.1:4318/custom/metrics"}
+    otlp = load_config(path, environ=environ).settings_for("otlp")
+    assert otlp.traces_endpoint == "http://127.0.0.1:6006/v1/traces" and otlp.traces is True
+    assert otlp.metrics_endpoint == "http://127.0.0.1:4318/custom/metrics"
+    assert (otlp.metrics, otlp.logs) == (False, False)
+    problems = _problems(path, **{"otlp.traces_endpoint": "localhost:6006", "otlp.traces": "maybe"})
+    assert any("key 'otlp.traces_endpoint'" in p and "http://" in p for p in problems), problems
+    assert any("key 'otlp.traces'" in p and BOOL_EXPECTED in p for p in problems), problems

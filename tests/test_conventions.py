@@ -63,3 +63,35 @@ def test_genai_buckets_follow_the_spec() -> None:
 
 def test_prover_results_are_a_closed_set() -> None:
     assert {r.value for r in cv.ProverResult} == {"proved", "refuted", "unknown", "timeout", "error"}
+
+
+def test_the_schema_url_is_a_published_semconv_release() -> None:
+    from opentelemetry.semconv.schemas import Schemas
+
+    assert cv.SCHEMA_URL in {schema.value for schema in Schemas}
+    assert cv.SCHEMA_URL.endswith("/" + cv.SEMCONV_VERSION)
+
+
+def test_http_names_are_the_stable_http_conventions() -> None:
+    from opentelemetry.semconv._incubating.metrics import http_metrics as incubating_http_metrics
+    from opentelemetry.semconv.attributes import http_attributes, network_attributes, url_attributes
+    from opentelemetry.semconv.metrics import http_metrics
+
+    assert cv.HTTP_REQUEST_METHOD == http_attributes.HTTP_REQUEST_METHOD
+    assert cv.HTTP_RESPONSE_STATUS_CODE == http_attributes.HTTP_RESPONSE_STATUS_CODE
+    assert cv.HTTP_ROUTE == http_attributes.HTTP_ROUTE
+    assert (cv.URL_PATH, cv.URL_SCHEME) == (url_attributes.URL_PATH, url_attributes.URL_SCHEME)
+    assert cv.NETWORK_PROTOCOL_VERSION == network_attributes.NETWORK_PROTOCOL_VERSION
+    duration, active = cv.HTTP_SERVER_METRICS
+    assert (duration.name, duration.unit) == (http_metrics.HTTP_SERVER_REQUEST_DURATION, "s")
+    assert active.name == incubating_http_metrics.HTTP_SERVER_ACTIVE_REQUESTS
+
+
+def test_every_name_names_the_convention_it_follows() -> None:
+    assert {a.convention for a in cv.ATTRIBUTES if a.key.startswith("gen_ai.")} == {cv.Convention.GEN_AI}
+    assert {a.convention for a in cv.ATTRIBUTES if a.key.startswith("hakgal.")} == {cv.Convention.HAKGAL}
+    assert {m.convention for m in cv.METRICS if m.name.startswith("otel_hakgal.")} == {cv.Convention.LAYER}
+    assert next(a for a in cv.ATTRIBUTES if a.key == cv.Attr.ERROR_TYPE).convention == cv.Convention.SEMCONV
+    assert next(s for s in cv.SPANS if s.name == cv.SpanName.LLM).convention == cv.Convention.GEN_AI
+    assert all(cv.SEMCONV_VERSION in c for c in (cv.Convention.SEMCONV, cv.Convention.GEN_AI))
+    assert all(m.convention for m in (*cv.HTTP_SERVER_METRICS, *cv.PROCESS_METRICS))

@@ -28,7 +28,7 @@ import otel_hakgal as hg
 from otel_hakgal import log_limits
 from otel_hakgal.backends.prometheus import prometheus_name
 from otel_hakgal.conventions import Metric, SpanName, metric_def
-from otel_hakgal.delivery import DeliveryLog
+from otel_hakgal.delivery import SIGNAL_LOGGER, DeliveryLog
 from otel_hakgal.demo.api import create_app
 from otel_hakgal.demo.k_assistant import AssistantSettings, KAssistant
 from otel_hakgal.demo.providers import Endpoints
@@ -207,6 +207,78 @@ def test_app_log_calls_are_not_held_by_an_otlp_outage_and_export_errors_are_not_
             handle.shutdown(timeout_s=2)
     exported_errors = [(r.scope, r.body) for r in receiver.logs() if is_export_logger(r.scope)]
     assert exported_errors == [], exported_errors
+
+
+# --- a receiver that does not take a signal (a traces-only consumer answers 405 on /v1/metrics) ----------
+
+INTERVAL_S = 0.2  # the metric export interval; each phase below spans several
+
+
+def _received(receiver: OtlpReceiver) -> dict[str, int]:
+    """Items received so far, per signal: spans, points of one metric, the app's log records."""
+    return {
+        "traces": len(receiver.spans()),
+        "metrics": len(receiver.metric_points(Metric.COMMAND_DURATION)),
+        "logs": len([record for record in receiver.logs() if record.scope == APP_LOGGER]),
+    }
+
+
+def _traffic(seconds: float) -> None:
+    app = logging.getLogger(APP_LOGGER)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with hg.command("status"):
+            app.warning("a line of the app")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("signal", "status"), [("metrics", 405), ("traces", 405), ("logs", 404)])
+def test_a_signal_the_otlp_receiver_refuses_is_warned_about_once_and_stops_while_the_others_go_on(
+    signal: str, status: int
+) -> None:
+    receiver = OtlpReceiver()
+    receiver.refuse(signal, status)
+    settings = {
+        "otlp.endpoint": receiver.endpoint,
+        "export.metric_interval": INTERVAL_S,
+        "batch.schedule_delay": 0.1,
+        "export.shutdown_timeout": 2.0,
+    }
+    others = [other for other in ("traces", "metrics", "logs") if other != signal]
+    with receiver, WarningCapture(ignore=(APP_LOGGER,)) as warnings:
+        handle = hg.setup(backends=["otlp"], settings=settings)
+        try:
+            _traffic(5 * INTERVAL_S)
+            handle.force_flush(5)
+            middle = _received(receiver)
+            _traffic(10 * INTERVAL_S)  # ten more metric intervals, fifty more span batches
+            handle.force_flush(5)
+            end = _received(receiver)
+            stats = handle.stats()["otlp"]
+        finally:
+            handle.shutdown(timeout_s=2)
+
+        # Sent once, refused, then never again: no ERROR per export, one warning that says what to do.
+        assert len(receiver.headers_for(signal)) == 1 and end[signal] == 0
+        assert all(end[other] > middle[other] > 0 for other in others), (middle, end)  # the others go on
+        url = f"{receiver.endpoint}/v1/{signal}"
+        [(logger, message)] = warnings.records
+        assert logger == SIGNAL_LOGGER, warnings.records
+        assert f"{url} answered HTTP {status}" in message and f"otlp.{signal} = false" in message, message
+        assert set(stats.signals_off) == {signal}
+        off = stats.signals_off[signal]
+        assert (off.refused, off.status, off.url) == (True, status, url) and off.unsent > 0
+        assert stats.sends[f"HTTP {status}"] == 1
+
+        # A later setup() starts fresh: the signal is tried again (and refused and warned about again).
+        handle = hg.setup(backends=["otlp"], settings=settings | {"export.metric_interval": INTERVAL_S * 2})
+        try:
+            _traffic(3 * INTERVAL_S)
+            handle.force_flush(5)
+        finally:
+            handle.shutdown(timeout_s=2)
+        assert len(receiver.headers_for(signal)) == 2
+        assert [logger for logger, _ in warnings.records] == [SIGNAL_LOGGER, SIGNAL_LOGGER]
 
 
 def test_suppressed_warnings_are_counted_in_the_next_one() -> None:

@@ -106,3 +106,33 @@ def test_with_logs_off_no_log_line_is_sent_or_checked(otlp_receiver: OtlpReceive
     assert "(logs are off)" in result.stdout.splitlines()[0]
     assert "log line" not in result.stdout.splitlines()[1]
     assert otlp_receiver.logs() == [] and TEST_LOG not in result.stdout + result.stderr
+
+
+def test_a_signal_the_receiver_refuses_fails_the_backend_with_how_to_turn_it_off(otlp_receiver: OtlpReceiver) -> None:
+    otlp_receiver.refuse("metrics", 405)  # a traces-only consumer
+    env = clean_env(OTEL_HAKGAL_BACKENDS="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.endpoint)
+    result = _selftest(env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    [line] = [line for line in result.stdout.splitlines() if line.split()[0] == "otlp"]
+    url = f"{otlp_receiver.endpoint}/v1/metrics"
+    assert "FAILED" in line and f"metrics REFUSED ({url} answered HTTP 405;" in line, line
+    assert "otlp.metrics = false" in line and "log line delivered" in line, line
+    assert {s.name for s in otlp_receiver.spans()} >= {"hakgal.command selftest"}  # the trace went through
+    # one warning in the app's log, not the exporter's ERROR
+    assert result.stderr.count("stopped sending metrics") == 1 and "Failed to export" not in result.stderr
+
+
+def test_the_llm_observability_config_passes_against_a_traces_only_consumer(otlp_receiver: OtlpReceiver) -> None:
+    for signal in ("metrics", "logs"):
+        otlp_receiver.refuse(signal, 405)
+    env = clean_env(
+        OTEL_HAKGAL_BACKENDS="otlp",  # the config's prometheus left out: its port may be taken here
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"{otlp_receiver.endpoint}/v1/traces",
+    )
+    result = _selftest(env, "--config", str(ROOT / "configs" / "llm-observability.toml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    [line] = [line for line in result.stdout.splitlines() if line.split()[0] == "otlp"]
+    assert "metrics off (otlp.metrics = false)" in line and "logs off (otlp.logs = false)" in line, line
+    spans = otlp_receiver.spans()
+    assert spans and all(s.resource["openinference.project.name"] == "hak-gal" for s in spans)
+    assert otlp_receiver.headers_for("metrics") == otlp_receiver.headers_for("logs") == []

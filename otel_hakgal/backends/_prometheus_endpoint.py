@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from typing import ClassVar
+from typing import ClassVar, Final
 from wsgiref.simple_server import WSGIServer
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric as PrometheusMetric
 from prometheus_client.registry import Collector
 
+from otel_hakgal.backends.prometheus import prometheus_name
 from otel_hakgal.conventions import PROCESS_METRICS
 
 
@@ -30,14 +31,54 @@ class ProcessMetricsInstrumentor(SystemMetricsInstrumentor):
 
 
 def process_metrics_config() -> dict[str, list[str] | None]:
+    """The system-metrics instrumentor's config: the metrics it records, by the names it records them under."""
     config: dict[str, list[str] | None] = {}
     for definition in PROCESS_METRICS:
-        config[definition.name] = ["user", "system"] if definition.name.startswith("process.cpu.") else None
+        name = definition.instrument_name
+        config[name] = ["user", "system"] if name.startswith("process.cpu.") else None
     return config
 
 
+# Families served under another name: the conventions' renames (``process_thread_count`` -> ``process_threads``).
+_RENAMED: Final = {
+    prometheus_name(d.recorded_as, d.unit, d.instrument): prometheus_name(d.name, d.unit, d.instrument)
+    for d in PROCESS_METRICS
+    if d.recorded_as
+}
+_GAUGE_TYPES: Final = ("gauge", "unknown")
+
+
+def gauge_name(family: str) -> str:
+    """The name a gauge family is served under, so that a scrape passes ``promtool check metrics``.
+
+    ``_count`` is reserved for histograms and summaries; Prometheus names a gauge that
+    counts things by their plural. So the conventions' renames apply first
+    (``process_open_file_descriptor_count`` -> ``process_open_fds``), and any other
+    ``<stem>_count`` gauge, e.g. the system metrics the launcher instruments on the
+    global provider, becomes ``<stem>s`` (``system_thread_count`` -> ``system_threads``).
+    """
+    if family in _RENAMED:
+        return _RENAMED[family]
+    if not family.endswith("_count"):
+        return family
+    stem = family.removesuffix("_count")
+    return stem + ("es" if stem.endswith(("s", "x", "ch", "sh")) else "s")
+
+
+def _served(family: PrometheusMetric) -> PrometheusMetric:
+    name = gauge_name(family.name) if family.type in _GAUGE_TYPES else family.name
+    if name == family.name:
+        return family
+    try:
+        renamed = PrometheusMetric(name, family.documentation, family.type, family.unit)
+    except ValueError:  # a unit the new name does not end with
+        renamed = PrometheusMetric(name, family.documentation, family.type)
+    renamed.samples = [sample._replace(name=name + sample.name[len(family.name) :]) for sample in family.samples]
+    return renamed
+
+
 class MergedCollector(Collector):
-    """Serves several readers' collections as one, each metric family once."""
+    """Serves several readers' collections as one, each metric family once, gauges named by :func:`gauge_name`."""
 
     def __init__(self, registries: Sequence[CollectorRegistry]) -> None:
         self._registries = tuple(registries)
@@ -50,7 +91,8 @@ class MergedCollector(Collector):
     def _merged(self) -> Iterator[PrometheusMetric]:
         seen: set[str] = set()
         for registry in self._registries:
-            for family in registry.collect():
+            for collected in registry.collect():
+                family = _served(collected)
                 if family.name in seen:  # e.g. process metrics also instrumented on the global provider
                     continue
                 seen.add(family.name)

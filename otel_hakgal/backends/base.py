@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from otel_hakgal.delivery import DeliveryLog
+from otel_hakgal.delivery import DeliveryLog, SignalOff
 
 if TYPE_CHECKING:
     from opentelemetry.context.context import Context
@@ -66,6 +66,9 @@ class BackendStats:
     queues: Mapping[str, QueueStats] = field(default_factory=dict)
     # "HTTP 200" / exception class name -> count; empty for in-process backends.
     sends: Mapping[str, int] = field(default_factory=dict)
+    # Signal ("traces", "metrics", "logs") -> why the backend does not send it: its configuration turned it
+    # off, or its receiver refused it (HTTP 404/405) and it stopped, counting what it did not send.
+    signals_off: Mapping[str, SignalOff] = field(default_factory=dict)
 
     @property
     def dropped(self) -> int:

@@ -23,6 +23,7 @@ from otel_hakgal import log_limits
 from otel_hakgal.backends.base import Backend, Parts, QueueStats
 from otel_hakgal.config import Config
 from otel_hakgal.conventions import ExportDropReason, Metric
+from otel_hakgal.delivery import SignalOff
 
 
 def _batch_arguments(config: Config) -> dict[str, Any]:
@@ -209,9 +210,11 @@ class DropTally:
         found = False
         for backend in backends:
             try:
-                queues = backend.stats().queues
+                backend_stats = backend.stats()
             except Exception:  # a plugin's broken stats() must not break the metric or the report
                 continue
+            queues = backend_stats.queues
+            self._observe_refused(backend, backend_stats.signals_off)
             # Every running backend has its series from the start, at 0: alerts on increase() see the first drop.
             self._totals.setdefault((backend.name, ExportDropReason.QUEUE_FULL), 0)
             seen = self._seen.setdefault(backend, {})
@@ -226,6 +229,18 @@ class DropTally:
                 self._unreported[key] = self._unreported.get(key, 0) + new
                 found = True
         return found
+
+    def _observe_refused(self, backend: Backend, signals_off: Mapping[str, SignalOff]) -> None:
+        """Count what ``backend`` did not send of signals its receiver refused; not reported again here:
+        the refusal was warned about once (:class:`~otel_hakgal.delivery.SignalGate`)."""
+        seen = self._seen.setdefault(backend, {})
+        for signal, off in signals_off.items():
+            new = off.unsent - seen.get(f"signal {signal}", 0)
+            if not off.refused or new <= 0:
+                continue
+            seen[f"signal {signal}"] = off.unsent
+            key = (backend.name, ExportDropReason.SIGNAL_REFUSED)
+            self._totals[key] = self._totals.get(key, 0) + new
 
     def reset(self) -> None:
         """Forget every count and any pending report (for tests that stage drops; the counter restarts)."""

@@ -9,15 +9,19 @@ from typing import Any
 
 import requests
 
-from otel_hakgal.delivery import DeliveryLog
+from otel_hakgal.delivery import DeliveryLog, SignalGate
 
 
 class RecordingSession(requests.Session):
-    """A ``requests`` session (as the OTLP exporters use) that logs each send's outcome."""
+    """A ``requests`` session (as the OTLP exporters use) that logs each send's outcome.
 
-    def __init__(self, log: DeliveryLog) -> None:
+    With a ``gate``, the session's one signal stops when the receiver refuses it (see :class:`SignalGate`).
+    """
+
+    def __init__(self, log: DeliveryLog, gate: SignalGate | None = None) -> None:
         super().__init__()
         self._log = log
+        self._gate = gate
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         try:
@@ -26,4 +30,6 @@ class RecordingSession(requests.Session):
             self._log.record_error(error)
             raise
         self._log.record_status(response.status_code)
+        if self._gate is not None:
+            self._gate.answered(request.url or "", response.status_code, response.reason)
         return response

@@ -11,7 +11,11 @@ The endpoint (``http://<host>:<port>/metrics``) serves, in the Prometheus text f
   whatever other backends are active and is not sent to them.
 
 OTel names become Prometheus names as :func:`prometheus_name` describes (the
-exporter's own rules). Traces are not handled: pair it with ``otlp`` or
+exporter's own rules), except that a gauge is never served with a ``_count``
+suffix, which ``promtool check metrics`` refuses: ``process_thread_count`` is
+served as ``process_threads``, ``process_open_file_descriptor_count`` as
+``process_open_fds`` (``conventions.PROCESS_METRICS``), any other ``<stem>_count``
+gauge as ``<stem>s`` (``_prometheus_endpoint.gauge_name``). Traces are not handled: pair it with ``otlp`` or
 ``sentry`` for those.
 """
 

@@ -48,12 +48,25 @@ class _Answer:
 
 
 class ProviderFailure(Exception):
-    """Raised inside a provider's ``_request`` only; turned into an error reply by ``complete``."""
+    """Raised inside a provider's ``_request`` only; turned into an error reply by ``complete``.
+
+    ``error_type`` follows the GenAI conventions: the HTTP status code of a failed request
+    (``"503"``), the class name of the exception behind a failure (``"APIConnectionError"``), or a
+    fixed code (``timeout``, ``malformed_response``).
+    """
 
     def __init__(self, error_type: str, message: str) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.message = message
+
+    @classmethod
+    def http(cls, status_code: int, message: str) -> ProviderFailure:
+        return cls(str(int(status_code)), message)
+
+    @classmethod
+    def caused_by(cls, error: BaseException, message: str) -> ProviderFailure:
+        return cls(type(error).__qualname__, message)
 
 
 class LLMProvider(ABC):
@@ -100,7 +113,8 @@ class LLMProvider(ABC):
                 response_model=answer.response_model,
                 response_id=answer.response_id,
             )
-            call.record_messages(messages, [{"role": "assistant", "content": answer.text}])
+            # Per the GenAI JSON schemas: the system prompt apart, parts, finish_reason (see hg.genai).
+            call.record_messages(messages, [answer.text], finish_reasons=answer.finish_reasons)
             if accept is not None and not accept(answer.text):
                 call.fail(ErrorType.MALFORMED_RESPONSE, "the reply has not the expected form")
                 self.status = "error: malformed reply"
@@ -136,9 +150,9 @@ class OpenAICompatibleProvider(LLMProvider):
             raise ProviderFailure(ErrorType.TIMEOUT, f"no answer within {self.timeout_s:g} s") from error
         except openai.APIStatusError as error:
             # The provider's own message, as HAK-GAL logs it (it may echo secrets: the layer scrubs them).
-            raise ProviderFailure(ErrorType.PROVIDER_ERROR, f"HTTP {error.status_code}: {error.message}") from error
+            raise ProviderFailure.http(error.status_code, f"HTTP {error.status_code}: {error.message}") from error
         except openai.APIConnectionError as error:
-            raise ProviderFailure(ErrorType.PROVIDER_ERROR, f"connection failed: {error}") from error
+            raise ProviderFailure.caused_by(error, f"connection failed: {error}") from error
         except ValueError as error:  # an unparseable body
             raise ProviderFailure(ErrorType.MALFORMED_RESPONSE, f"unreadable response: {error}") from error
         if not response.choices or response.choices[0].message.content is None:
@@ -198,13 +212,14 @@ class GeminiProvider(LLMProvider):
                 payload = json.loads(response.read())
         except urllib.error.HTTPError as error:
             detail = error.read(4096).decode("utf-8", "replace")
-            raise ProviderFailure(ErrorType.PROVIDER_ERROR, f"HTTP {error.code}: {detail}") from error
+            raise ProviderFailure.http(error.code, f"HTTP {error.code}: {detail}") from error
         except TimeoutError as error:
             raise ProviderFailure(ErrorType.TIMEOUT, f"no answer within {self.timeout_s:g} s") from error
         except urllib.error.URLError as error:
             if isinstance(error.reason, TimeoutError):
                 raise ProviderFailure(ErrorType.TIMEOUT, f"no answer within {self.timeout_s:g} s") from error
-            raise ProviderFailure(ErrorType.PROVIDER_ERROR, f"connection failed: {error.reason}") from error
+            cause = error.reason if isinstance(error.reason, BaseException) else error
+            raise ProviderFailure.caused_by(cause, f"connection failed: {error.reason}") from error
         except (ValueError, ConnectionError) as error:
             raise ProviderFailure(ErrorType.MALFORMED_RESPONSE, f"unreadable response: {error}") from error
         try:

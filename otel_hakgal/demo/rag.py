@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from opentelemetry.util.types import AttributeValue
+
 import otel_hakgal as hg
-from otel_hakgal.conventions import Attr, SpanName
+from otel_hakgal.conventions import RAG_DATA_SOURCE, Attr, GenAIOperation, SpanName
 from otel_hakgal.demo.knowledge_base import DATA_DIR
 from otel_hakgal.demo.logic import InvalidFormula, parse_fact
 from otel_hakgal.demo.prompts import extract_messages
@@ -44,7 +46,13 @@ class Corpus:
 
     def retrieve(self, question: str, top_k: int = 2) -> list[Chunk]:
         """The ``top_k`` chunks sharing the most content words with the question (none without overlap)."""
-        with hg.step(SpanName.RAG_RETRIEVE) as step:
+        # A GenAI retrieval span ("retrieval {data_source}"), so GenAI consumers show it as a retriever.
+        attributes: dict[str, AttributeValue] = {
+            Attr.GEN_AI_OPERATION_NAME: GenAIOperation.RETRIEVAL.value,
+            Attr.GEN_AI_DATA_SOURCE_ID: RAG_DATA_SOURCE,
+            Attr.GEN_AI_RETRIEVAL_TOP_K: top_k,
+        }
+        with hg.step(SpanName.RAG_RETRIEVE.format(data_source=RAG_DATA_SOURCE), attributes=attributes) as step:
             wanted = content_words(question)
             scored = [(len(wanted & content_words(chunk.text)), i) for i, chunk in enumerate(self.chunks)]
             best = [self.chunks[i] for score, i in sorted(scored, key=lambda s: (-s[0], s[1])) if score > 0]

@@ -363,7 +363,19 @@ class OtlpReceiver(LoopbackServer):
         self._headers: dict[str, list[dict[str, str]]] = {}
         self.request_count = 0
         self.bodies: list[bytes] | None = None  # set to [] to keep every decompressed request body
+        # Signal ("traces", "metrics", "logs") -> the status every request for it gets (see refuse()).
+        self.signal_faults: dict[str, int] = {}
         super().__init__(host, port)
+
+    def refuse(self, signal: str, status: int = 405) -> None:
+        """Answer every request for ``signal`` with ``status``, as a receiver that does not take it (a
+        traces-only consumer answers 405 on ``/v1/metrics``); the other signals are received as usual.
+        Requests are still counted (``headers_for``). :meth:`heal` takes every signal again."""
+        self.signal_faults[signal] = status
+
+    def heal(self) -> None:
+        self.signal_faults.clear()
+        super().heal()
 
     @property
     def endpoint(self) -> str:
@@ -441,6 +453,8 @@ class OtlpReceiver(LoopbackServer):
                         headers = {name.lower(): value for name, value in self.headers.items()}
                         receiver._headers.setdefault(signal, []).append(headers)
                 fault = receiver._fault()
+                if fault is None and signal is not None:
+                    fault = receiver.signal_faults.get(signal)
                 if fault is not None:
                     self.reply(fault, "application/x-protobuf", b"", receiver._fault_headers(fault))
                     return

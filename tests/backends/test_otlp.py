@@ -1,14 +1,17 @@
 import logging
 import secrets
 import time
+from pathlib import Path
 from typing import Any, Final
 
 import pytest
 
 import otel_hakgal as hg
+from otel_hakgal.backends.base import Parts
 from otel_hakgal.backends.batching import DROPS
 from otel_hakgal.backends.memory import MemoryBackend
-from otel_hakgal.conventions import GEN_AI_TOKEN_BUCKETS, Attr, Metric, ProverResult, SpanName
+from otel_hakgal.conventions import GEN_AI_TOKEN_BUCKETS, Attr, ExportDropReason, Metric, ProverResult, SpanName
+from otel_hakgal.pipeline import build_resource
 from otel_hakgal.testing import OtlpReceiver, ReceivedLog
 
 
@@ -18,6 +21,8 @@ def otlp_handle(otlp_receiver: OtlpReceiver):  # type: ignore[no-untyped-def]
     yield handle
     handle.shutdown()
 
+
+CONFIGS: Final = Path(__file__).resolve().parents[2] / "configs"
 
 # A queue of four that a slow collector fills at once: no metrics, so only spans or log records count.
 TINY_QUEUE: Final[dict[str, Any]] = {"otlp.metrics": False, "batch.max_queue_size": 4, "batch.max_export_batch_size": 4}
@@ -200,3 +205,119 @@ def test_log_records_beyond_the_batch_queue_are_counted_as_drops(otlp_receiver: 
     assert queue.capacity == 4
     # the count races the batch worker by a record or so, as for spans
     assert queue.dropped > 0 and abs(30 - len(_app_logs(otlp_receiver)) - queue.dropped) <= 2
+
+
+# --- each signal on its own: endpoints, switches, a receiver that refuses one (issue 15, item 7) --------------
+
+
+def test_the_per_signal_endpoint_variables_route_each_signal(
+    otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with OtlpReceiver() as traces, OtlpReceiver() as metrics:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{traces.endpoint}/v1/traces")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", f"{metrics.endpoint}/v1/metrics")
+        handle = hg.setup(backends=["otlp"], settings={"otlp.endpoint": otlp_receiver.endpoint})
+        try:
+            assert handle.backend("otlp").url("traces") == f"{traces.endpoint}/v1/traces"
+            with hg.command("status"):
+                APP_LOGGER.warning("to the base endpoint")
+            assert handle.force_flush(10)
+        finally:
+            handle.shutdown()
+        assert traces.wait_for_spans(1) and traces.headers_for("metrics") == traces.headers_for("logs") == []
+        assert metrics.wait_for_metric(Metric.COMMAND_DURATION) and metrics.spans() == [] == metrics.logs()
+    assert [r.body for r in _app_logs(otlp_receiver)] == ["to the base endpoint"]
+    assert otlp_receiver.headers_for("traces") == otlp_receiver.headers_for("metrics") == []
+
+
+def test_each_signal_turns_off_on_its_own_and_stats_say_so(
+    otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    settings = {"otlp.endpoint": otlp_receiver.endpoint, "otlp.traces": False, "otlp.logs": False}
+    handle = hg.setup(backends=["otlp"], settings=settings)
+    try:
+        assert handle.backend("otlp").parts == Parts()
+        with hg.command("status"):
+            APP_LOGGER.warning("not exported")
+        assert handle.force_flush(10)
+        off = handle.stats()["otlp"].signals_off
+    finally:
+        handle.shutdown()
+    assert otlp_receiver.request_count == 0
+    assert {signal: (o.why, o.refused) for signal, o in off.items()} == {
+        "traces": ("otlp.traces = false", False),
+        "metrics": ("otlp.metrics = false", False),
+        "logs": ("otlp.logs = false", False),
+    }
+
+
+def test_what_a_refused_signal_does_not_send_is_counted_in_the_drop_metric(otlp_receiver: OtlpReceiver) -> None:
+    DROPS.reset()
+    otlp_receiver.refuse("traces", 405)
+    settings = {"otlp.endpoint": otlp_receiver.endpoint, "otlp.metrics": False}
+    handle = hg.setup(backends=["otlp", "memory"], settings=settings)
+    try:
+        for _ in range(3):
+            with hg.command("status"):
+                pass
+            assert handle.force_flush(10)  # one export each: the first is refused, the others not sent
+        off = handle.stats()["otlp"].signals_off["traces"]
+        metric = handle.backend(MemoryBackend).metrics()
+    finally:
+        handle.shutdown()
+        DROPS.reset()
+    assert off.refused and off.unsent == 3 and len(otlp_receiver.headers_for("traces")) == 1
+    assert metric is not None
+    points = {
+        p.attributes[Attr.ERROR_TYPE]: p.value
+        for rm in metric.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == Metric.EXPORT_DROPPED
+        for p in m.data.data_points
+        if p.attributes[Attr.EXPORT_BACKEND] == "otlp"
+    }
+    assert points[ExportDropReason.SIGNAL_REFUSED] == 3 and points[ExportDropReason.QUEUE_FULL] == 0
+
+
+def test_other_failures_do_not_turn_a_signal_off(otlp_receiver: OtlpReceiver) -> None:
+    otlp_receiver.fail(400)  # a bad request is this batch's problem, not the signal's
+    handle = hg.setup(backends=["otlp"], settings={"otlp.endpoint": otlp_receiver.endpoint, "otlp.metrics": False})
+    try:
+        with hg.command("status"):
+            pass
+        handle.force_flush(10)
+        otlp_receiver.heal()
+        with hg.command("status"):
+            pass
+        assert handle.force_flush(10)
+        assert not any(off.refused for off in handle.stats()["otlp"].signals_off.values())
+    finally:
+        handle.shutdown()
+    assert otlp_receiver.wait_for_spans(1)
+
+
+def test_the_llm_observability_config_sends_a_traces_only_consumer_just_spans(
+    otlp_receiver: OtlpReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    for signal in ("metrics", "logs"):
+        otlp_receiver.refuse(signal, 405)  # as such a tool answers
+    caplog.set_level(logging.WARNING)
+    settings = {"otlp.traces_endpoint": f"{otlp_receiver.endpoint}/v1/traces", "export.metric_interval": 0.1}
+    # prometheus left out: its port may be taken here, and it is tested on its own
+    handle = hg.setup(CONFIGS / "llm-observability.toml", backends=["otlp"], settings=settings)
+    try:
+        for _ in range(3):
+            with hg.command("status"):
+                APP_LOGGER.warning("for the app's own handlers only")
+            assert handle.force_flush(10)
+        stats = handle.stats()["otlp"]
+    finally:
+        handle.shutdown()
+    assert otlp_receiver.wait_for_spans(3)
+    # What the tool routes by (on the wire in tests/test_selftest.py: the spans' resource is the first setup()'s).
+    assert build_resource(handle.config).attributes["openinference.project.name"] == "hak-gal"
+    assert otlp_receiver.headers_for("metrics") == otlp_receiver.headers_for("logs") == []
+    assert {signal: off.refused for signal, off in stats.signals_off.items()} == {"metrics": False, "logs": False}
+    assert [r for r in caplog.records if r.name.startswith(("otel_hakgal", "opentelemetry"))] == []

@@ -17,7 +17,18 @@ from prometheus_client.samples import Sample
 import otel_hakgal as hg
 from otel_hakgal.backends.prometheus import PrometheusBackend, label_name, prometheus_name, series_names
 from otel_hakgal.config import ConfigError, load_config
-from otel_hakgal.conventions import HTTP_SERVER_METRICS, METRICS, PROCESS_METRICS, Attr, ProverResult
+from otel_hakgal.conventions import (
+    HTTP_RESPONSE_STATUS_CODE,
+    HTTP_ROUTE,
+    HTTP_SERVER_METRICS,
+    INSTRUMENTATION_SCOPE,
+    METRICS,
+    PROCESS_METRICS,
+    SCHEMA_URL,
+    Attr,
+    ProverResult,
+)
+from otel_hakgal.testing.prometheus import require_binary
 from tests.support.processes import free_port
 
 
@@ -108,13 +119,29 @@ def test_name_mapping_rules() -> None:
     assert label_name("gen_ai.provider.name") == "gen_ai_provider_name"
 
 
+def test_gauges_are_never_served_with_a_count_suffix() -> None:
+    from otel_hakgal.backends._prometheus_endpoint import gauge_name
+
+    assert gauge_name("process_thread_count") == "process_threads"
+    assert gauge_name("process_open_file_descriptor_count") == "process_open_fds"
+    assert gauge_name("system_thread_count") == "system_threads"
+    assert gauge_name("system_process_count") == "system_processes"
+    assert gauge_name("process_memory_usage_bytes") == "process_memory_usage_bytes"
+    served = {d.name: d for d in PROCESS_METRICS}
+    threads = served["process.threads"]
+    assert threads.recorded_as == "process.thread.count"
+    assert prometheus_name(threads.name, threads.unit, threads.instrument) == "process_threads"
+
+
 def test_serves_process_resource_usage(prom: hg.Handle) -> None:
     with hg.command("status"):
         pass
     samples = scrape(_backend(prom).url or "")
     by_name = {s.name: s for s in samples}
     assert by_name["process_memory_usage_bytes"].value > 1_000_000
-    assert by_name["process_thread_count"].value >= 2  # main thread and the endpoint's
+    assert by_name["process_threads"].value >= 2  # main thread and the endpoint's
+    assert by_name["process_open_fds"].value >= 3
+    assert not {"process_thread_count", "process_open_file_descriptor_count"} & set(by_name)
     assert {s.labels["type"] for s in samples if s.name == "process_cpu_time_seconds_total"} == {"user", "system"}
     assert sum(1 for s in samples if s.name == "target_info") == 1  # the process metrics add none
 
@@ -129,43 +156,69 @@ def test_process_metrics_can_be_turned_off() -> None:
 
 
 # A fresh process, as in production: setup() makes the layer's MeterProvider the global one,
-# which the Flask instrumentation records to. (In this test process an earlier test's
-# provider already holds that global slot.)
+# which the Flask instrumentation records to, and chooses the HTTP conventions before anything
+# is instrumented. (In this test process an earlier test's provider already holds that global slot.)
+# The app is the reference service's; ``build_kb damaged.hkb`` is a server fault (500).
 _FLASK_APP = """
 import sys, urllib.request
-from flask import Flask
-from opentelemetry.instrumentation.flask import FlaskInstrumentor
 import otel_hakgal as hg
 
 handle = hg.setup(backends=["prometheus"], settings={"prometheus.port": 0})
-app = Flask("http-metrics")
-app.add_url_rule("/api/test", "test", lambda: {"status": "ok"})
-app.add_url_rule("/api/boom", "boom", lambda: 1 / 0)
-FlaskInstrumentor().instrument_app(app)
-client = app.test_client()
+from otel_hakgal.demo.api import create_app
+
+client = create_app().test_client()
 for _ in range(3):
-    client.get("/api/test")
-client.get("/api/boom")
+    assert client.post("/api/command", json={"command": "status"}).status_code == 200
+assert client.post("/api/command", json={"command": "build_kb damaged.hkb"}).status_code == 500
 url = handle.backend("prometheus").url
 sys.stdout.write(urllib.request.urlopen(url, timeout=5).read().decode())
 handle.shutdown()
 """
 
 
-def test_serves_flask_http_server_metrics_under_their_prometheus_names() -> None:
-    result = subprocess.run([sys.executable, "-c", _FLASK_APP], capture_output=True, text=True, timeout=60, check=False)
+@pytest.fixture(scope="module")
+def flask_app_scrape() -> str:
+    """A scrape of the prometheus backend of a process that served the reference app."""
+    result = subprocess.run([sys.executable, "-c", _FLASK_APP], capture_output=True, text=True, timeout=90, check=False)
     assert result.returncode == 0, result.stderr
-    samples = [s for family in text_string_to_metric_families(result.stdout) for s in family.samples]
+    return result.stdout
+
+
+def test_serves_flask_http_server_metrics_under_their_prometheus_names(flask_app_scrape: str) -> None:
+    samples = [s for family in text_string_to_metric_families(flask_app_scrape) for s in family.samples]
     for definition in HTTP_SERVER_METRICS:
         expected = set(series_names(definition.name, definition.unit, definition.instrument))
         assert expected <= names(samples), f"{definition.name} ({definition.unit}): expected {expected}"
+    status, route, error = (label_name(a) for a in (HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, Attr.ERROR_TYPE))
     counts = {
-        (s.labels["http_target"], s.labels["http_status_code"]): s.value
+        (s.labels[route], s.labels[status], s.labels.get(error) or None): s.value
         for s in samples
-        if s.name == "http_server_duration_milliseconds_count"
+        if s.name == "http_server_request_duration_seconds_count"
     }
-    assert counts[("/api/test", "200")] == 3
-    assert counts[("/api/boom", "500")] == 1
+    assert counts[("/api/command", "200", None)] == 3
+    assert counts[("/api/command", "500", "500")] == 1
+    assert not any(s.name.startswith("http_server_duration") for s in samples)  # the old, millisecond metric
+
+
+def test_the_scrape_names_the_semconv_schema_of_each_scope(flask_app_scrape: str) -> None:
+    samples = [s for family in text_string_to_metric_families(flask_app_scrape) for s in family.samples]
+    layer = [s for s in samples if s.labels.get("otel_scope_name") == INSTRUMENTATION_SCOPE]
+    assert layer and {s.labels["otel_scope_schema_url"] for s in layer} == {SCHEMA_URL}
+
+
+def test_promtool_check_metrics_passes_on_the_scrape(flask_app_scrape: str) -> None:
+    """Every family of a real scrape: layer, GenAI, HTTP (stable conventions) and process metrics."""
+    families = {family.name for family in text_string_to_metric_families(flask_app_scrape)}
+    assert {"process_threads", "process_open_fds", "http_server_request_duration_seconds"} <= families
+    result = subprocess.run(
+        [require_binary("promtool"), "check", "metrics"],
+        input=flask_app_scrape,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_reconfiguring_moves_the_endpoint_and_frees_the_old_port() -> None:
@@ -184,7 +237,7 @@ def test_reconfiguring_moves_the_endpoint_and_frees_the_old_port() -> None:
             pass
         assert "hakgal_command_duration_seconds_count" in names(scrape(_backend(second).url or ""))
         served = names(scrape(_backend(second).url or ""))
-        assert "process_thread_count" in served  # process metrics restarted with the new endpoint
+        assert "process_threads" in served  # process metrics restarted with the new endpoint
     finally:
         second.shutdown()
 

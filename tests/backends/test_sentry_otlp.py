@@ -93,9 +93,9 @@ def test_another_collectors_credentials_and_endpoint_never_reach_sentry(
     bearer, team = secrets.token_hex(16), secrets.token_hex(16)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"authorization=Bearer {bearer},x-honeycomb-team={team}")
     with HeaderRecordingReceiver() as collector, OtlpReceiver() as elsewhere:
-        # the traces endpoint of the environment is the collector's too, never Sentry's
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{elsewhere.endpoint}/v1/traces")
-        settings = {"sentry-otlp.dsn": dsn(sentry_receiver), "otlp.endpoint": collector.endpoint, "otlp.metrics": False}
+        # the traces endpoint of the environment is the collector's (it wins over otlp.endpoint), never Sentry's
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{collector.endpoint}/v1/traces")
+        settings = {"sentry-otlp.dsn": dsn(sentry_receiver), "otlp.endpoint": elsewhere.endpoint, "otlp.metrics": False}
         handle = hg.setup(backends=["sentry-otlp", "otlp"], settings=settings)
         try:
             with hg.command("status"):

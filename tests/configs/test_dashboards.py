@@ -9,8 +9,14 @@ from typing import Any
 import pytest
 import yaml
 
-from otel_hakgal.backends.prometheus import series_names
-from otel_hakgal.conventions import Metric, metric_def
+from otel_hakgal.backends.prometheus import label_name, series_names
+from otel_hakgal.conventions import (
+    HTTP_RESPONSE_STATUS_CODE,
+    HTTP_SERVER_METRICS,
+    LEGACY_HTTP_SERVER_METRICS,
+    Metric,
+    metric_def,
+)
 from tests.configs.promql import known_names, metric_names, problems
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,9 +93,30 @@ def test_cache_row_has_proof_prompt_and_oracle() -> None:
         assert f'hakgal_cache_name="{cache}"' in exprs
 
 
-def test_resource_row_has_cpu_memory_and_threads() -> None:
+def test_resource_row_has_cpu_memory_threads_and_file_descriptors() -> None:
     names = metric_names(_row_exprs("Resource usage trends"))
-    assert {"process_cpu_time_seconds_total", "process_memory_usage_bytes", "process_thread_count"} <= names
+    expected = {"process_cpu_time_seconds_total", "process_memory_usage_bytes", "process_threads", "process_open_fds"}
+    assert expected <= names
+
+
+def _http_panels() -> list[dict[str, Any]]:
+    return [p for p in dashboard()["panels"] if p["type"] != "row" and "HTTP" in p["title"]]
+
+
+def test_http_panels_use_the_stable_http_conventions() -> None:
+    """``http.server.request.duration`` in seconds by ``http.response.status_code``, never the old names."""
+    duration = next(m for m in HTTP_SERVER_METRICS if m.name == "http.server.request.duration")
+    assert duration.unit == "s"
+    panels = _http_panels()
+    exprs = "\n".join(t["expr"] for p in panels for t in p["targets"])
+    assert set(series_names(duration.name, duration.unit, duration.instrument)) & metric_names(exprs)
+    assert f"sum by ({label_name(HTTP_RESPONSE_STATUS_CODE)})" in exprs
+    stable = {name for m in HTTP_SERVER_METRICS for name in series_names(m.name, m.unit, m.instrument)}
+    legacy = {name for m in LEGACY_HTTP_SERVER_METRICS for name in series_names(m.name, m.unit, m.instrument)}
+    assert legacy - stable and not (legacy - stable) & metric_names(exprs)
+    assert "http_status_code" not in exprs and "http_method" not in exprs
+    p95 = next(p for p in panels if "duration" in p["title"])
+    assert p95["fieldConfig"]["defaults"]["unit"] == "s"
 
 
 def test_token_and_cost_panels_use_the_token_and_cost_metrics() -> None:

@@ -16,7 +16,9 @@ fires is byte for byte the shipped one, and the shipped ``for`` is the only thin
 from __future__ import annotations
 
 import re
+import subprocess
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ import pytest
 import yaml
 
 from otel_hakgal import cli
+from otel_hakgal.backends.prometheus import label_name
+from otel_hakgal.conventions import HTTP_RESPONSE_STATUS_CODE, SCHEMA_URL
 from otel_hakgal.demo.simulator import FaultKind, LLMSimulator
 from otel_hakgal.report import LLM_FAILURE_RATE
 from otel_hakgal.testing.prometheus import PrometheusServer, require_binary, wait_for
@@ -157,6 +161,36 @@ def test_every_alert_expression_returns_data(normal: PrometheusServer, alert: st
     result = wait_for(lambda: normal.client.query(indicator), 15, f"data for alert {alert}")
     assert result, alert
     wait_for(lambda: normal.rule_health().get(alert) == "ok", 10, f"rule {alert} evaluated without error")
+
+
+def test_promtool_check_metrics_passes_on_the_live_scrape(normal: PrometheusServer) -> None:
+    """The service's endpoint, fetched from the URL Prometheus scrapes, passes promtool's lint."""
+    [target] = normal.client.get("/api/v1/targets")["activeTargets"]
+    with urllib.request.urlopen(target["scrapeUrl"], timeout=10) as response:
+        scrape = response.read().decode()
+    assert "process_threads" in scrape and "http_server_request_duration_seconds_count" in scrape
+    result = subprocess.run(
+        [require_binary("promtool"), "check", "metrics"],
+        input=scrape,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_http_series_carry_the_stable_conventions_and_the_layer_its_schema_url(normal: PrometheusServer) -> None:
+    status = label_name(HTTP_RESPONSE_STATUS_CODE)
+    requests = wait_for(
+        lambda: normal.client.query(f"sum by ({status}, http_route) (http_server_request_duration_seconds_count)"),
+        15,
+        "HTTP request durations in seconds",
+    )
+    assert any(labels == {status: "200", "http_route": "/api/command"} and value > 0 for labels, value in requests)
+    assert normal.client.query("http_server_duration_milliseconds_count") == []  # the old HTTP conventions
+    schemas = normal.client.query("count by (otel_scope_schema_url) (hakgal_command_duration_seconds_count)")
+    assert [labels["otel_scope_schema_url"] for labels, _ in schemas] == [SCHEMA_URL]
 
 
 def test_the_normal_workload_fires_nothing(normal: PrometheusServer) -> None:

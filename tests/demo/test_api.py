@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_hakgal.conventions import Attr, CacheName, ErrorType, Outcome, ProverResult, SpanName
+from otel_hakgal.conventions import RAG_DATA_SOURCE, Attr, CacheName, ErrorType, Outcome, ProverResult, SpanName
 from otel_hakgal.demo import api as api_module
 from otel_hakgal.demo.api import MAX_BODY_BYTES, create_app
 from otel_hakgal.demo.commands import known_verbs
@@ -79,7 +79,7 @@ def test_one_ask_is_one_trace_from_the_server_span_to_the_provers(
         (s for s in spans if s.parent and s.parent.span_id == query.context.span_id), key=lambda s: s.start_time or 0
     )
     assert [s.name for s in query_children] == [
-        SpanName.RAG_RETRIEVE,
+        SpanName.RAG_RETRIEVE.format(data_source=RAG_DATA_SOURCE),  # a GenAI retrieval span
         SpanName.RAG_EXTRACT,
         "hakgal.cache prompt",
         "chat deepseek-chat",  # logicalize

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_hakgal.conventions import Attr, ErrorType
+from otel_hakgal.conventions import Attr, ErrorType, Metric
 from otel_hakgal.demo.prompts import logicalize_messages
 from otel_hakgal.demo.providers import (
     DeepSeekProvider,
@@ -62,7 +62,8 @@ def test_a_successful_call_is_a_genai_client_span(
 @pytest.mark.parametrize(
     ("fault", "error_type"),
     [
-        (FaultKind.SERVER_ERROR, ErrorType.PROVIDER_ERROR),
+        (FaultKind.SERVER_ERROR, "503"),  # GenAI conventions: the HTTP status code
+        (FaultKind.AUTH, "401"),
         (FaultKind.TIMEOUT, ErrorType.TIMEOUT),
         (FaultKind.MALFORMED, ErrorType.MALFORMED_RESPONSE),
     ],
@@ -86,6 +87,9 @@ def test_a_failed_call_returns_an_error_value_and_marks_its_span(
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes[Attr.ERROR_TYPE] == error_type
     assert hakgal_telemetry.counter_value("hakgal.errors", **{Attr.ERROR_TYPE: error_type}) == 1
+    [point] = hakgal_telemetry.metric_points(Metric.GEN_AI_OPERATION_DURATION)
+    assert point.attributes[Attr.ERROR_TYPE] == error_type
+    assert point.attributes[Attr.SERVER_PORT] == client.server_port  # required wherever server.address is
 
 
 def test_a_reply_that_is_not_logic_counts_as_malformed(
@@ -109,7 +113,7 @@ def test_the_chain_falls_back_to_the_next_provider(
 
     assert reply.ok and reply.provider == "mistral"
     failed, succeeded = hakgal_telemetry.spans()
-    assert failed.name == "chat deepseek-chat" and failed.attributes[Attr.ERROR_TYPE] == ErrorType.PROVIDER_ERROR
+    assert failed.name == "chat deepseek-chat" and failed.attributes[Attr.ERROR_TYPE] == "503"
     assert succeeded.name == "chat mistral-large-latest" and Attr.ERROR_TYPE not in (succeeded.attributes or {})
     status = chain.status()
     assert status["llm_count"] == 3 and status["llm_active"] == 2

@@ -35,6 +35,7 @@ from otel_hakgal.backends.sentry.client import HINT_SCRUBBER, wait_for_transport
 from otel_hakgal.backends.sentry.profiling import PROFILER_ID, THREAD_ID, THREAD_NAME, ProfiledRoot, SentryProfiler
 from otel_hakgal.backends.sentry.propagator import DscHead, dsc_of_trace
 from otel_hakgal.backends.sentry.vocabulary import (
+    GEN_AI_NOT_MODEL_CALLS,
     GEN_AI_OPS,
     HAKGAL_OPS,
     HTTP_METHOD,
@@ -113,7 +114,7 @@ def map_span(span: ReadableSpan) -> Mapped:
         return Mapped(op, f"{method} {target}".strip(), status, http_status, source)
 
     operation = attributes.get(Attr.GEN_AI_OPERATION_NAME)
-    if operation:
+    if operation and operation not in GEN_AI_NOT_MODEL_CALLS:
         op = GEN_AI_OPS.get(str(operation), f"gen_ai.{operation}")
         data: dict[str, Any] = {}
         provider = attributes.get(Attr.GEN_AI_PROVIDER_NAME)
@@ -150,7 +151,7 @@ def _totals(spans: Sequence[ReadableSpan]) -> tuple[dict[str, str], dict[str, fl
             added[Measurement.QUERY_DURATION] = duration_ms
         elif name == span_name_prefix(SpanName.PROVER):
             added[Measurement.PROVER_DURATION] = duration_ms
-        elif Attr.GEN_AI_OPERATION_NAME in attributes:
+        elif attributes.get(Attr.GEN_AI_OPERATION_NAME, GEN_AI_NOT_MODEL_CALLS) not in GEN_AI_NOT_MODEL_CALLS:
             added[Measurement.LLM_DURATION] = duration_ms
             tokens_in = attributes.get(Attr.GEN_AI_USAGE_INPUT_TOKENS)
             tokens_out = attributes.get(Attr.GEN_AI_USAGE_OUTPUT_TOKENS)

@@ -24,6 +24,9 @@ GEN_AI_OPS: Final[Mapping[str, str]] = {
     GenAIOperation.GENERATE_CONTENT: "gen_ai.chat",
     GenAIOperation.EMBEDDINGS: "gen_ai.embeddings",
 }
+# GenAI operations that are no model call: not a gen_ai span for Sentry's AI views, no LLM time or
+# tokens (the RAG retrieval keeps its HAK-GAL op, by span name, below).
+GEN_AI_NOT_MODEL_CALLS: Final = frozenset({GenAIOperation.RETRIEVAL.value})
 
 
 def span_name_prefix(template: str) -> str:
