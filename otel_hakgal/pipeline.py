@@ -34,6 +34,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import sampling as otel_sampling
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import TraceState
@@ -80,6 +81,7 @@ class FanOutSpanProcessor(SpanProcessor):
         # configuration's processors with another's scrubber.
         self._route: tuple[tuple[SpanProcessor, ...], SecretScrubber | None] = ((), None)
         self._tail: TailSampler | None = None
+        self._holding: tuple[SpanProcessor, ...] = ()  # the processors a dropped trace's spans are released to
         self._warned: set[int] = set()
         self._ended = itertools.count()  # next() on a count is atomic under the GIL; += is not
         # Span ids of nested duplicates of a layer LLM call (otel_hakgal.genai): seen by no backend.
@@ -105,8 +107,10 @@ class FanOutSpanProcessor(SpanProcessor):
         if held is not None:
             held.flush_open()
         self._route = (tuple(processors), scrubber)
+        # Batch and simple processors skip unsampled spans and hold nothing per trace: no copy is made for them.
+        self._holding = tuple(p for p in processors if not isinstance(p, BatchSpanProcessor | SimpleSpanProcessor))
         if processors and tail is not None and tail.enabled:
-            self._tail = TailSampler(tail, keep=self._deliver, discard=self._release)
+            self._tail = TailSampler(tail, keep=self._deliver, discard=self._release if self._holding else None)
 
     @property
     def spans_ended(self) -> int:
@@ -166,8 +170,9 @@ class FanOutSpanProcessor(SpanProcessor):
                 self._failed(processor)
 
     def _release(self, span: ReadableSpan) -> None:
-        """An unsampled ``span`` of a dropped trace to every processor: nothing exports it, each lets it go."""
-        for processor in self._route[0]:
+        """An unsampled ``span`` of a dropped trace to the processors that hold spans per trace (a Sentry
+        transaction being assembled, the console's waterfall): nothing exports it, each lets it go."""
+        for processor in self._holding:
             try:
                 processor.on_end(span)
             except Exception:

@@ -189,23 +189,32 @@ def unsampled(span: ReadableSpan) -> ReadableSpan:
     """``span`` marked not sampled: processors release it and export nothing (as for a RECORD_ONLY span)."""
     context = span.context
     flags = TraceFlags(context.trace_flags & ~TraceFlags.SAMPLED)
-    return _copy(span, SpanContext(context.trace_id, context.span_id, False, flags, context.trace_state), None)
+    # Only what a processor reads to let a span go: its identity, parent, name, kind and times.
+    return ReadableSpan(
+        name=span.name,
+        context=SpanContext(context.trace_id, context.span_id, False, flags, context.trace_state),
+        parent=span.parent,
+        resource=span.resource,
+        kind=span.kind,
+        start_time=span.start_time,
+        end_time=span.end_time,
+    )
 
 
 class TailSampler:
     """Holds recorded spans per trace and hands each trace, once decided, to ``keep`` or ``discard``.
 
     ``keep`` gets every span of a kept trace (the local root last, carrying why
-    and with what probability it was kept); ``discard`` gets unsampled copies of
-    a dropped trace's spans. Both are called outside the lock, on the thread
-    whose span ended the trace.
+    and with what probability it was kept); ``discard`` (if given) gets unsampled
+    copies of a dropped trace's spans. Both are called outside the lock, on the
+    thread whose span ended the trace.
     """
 
     def __init__(
         self,
         settings: TailSamplingSettings,
         keep: SpanSink,
-        discard: SpanSink,
+        discard: SpanSink | None,
         tally: TailTally = TALLY,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -308,8 +317,10 @@ class TailSampler:
 
     def _emit(self, spans: Sequence[ReadableSpan], decision: Decision, root: ReadableSpan | None) -> None:
         if not decision.kept:
-            for span in spans:
-                self._discard(unsampled(span))
+            discard = self._discard
+            if discard is not None:
+                for span in spans:
+                    discard(unsampled(span))
             return
         for span in spans:
             extra: dict[str, AttributeValue] = {}
