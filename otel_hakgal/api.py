@@ -649,8 +649,20 @@ class LLMCallOp(Operation):
         finish_reasons: Sequence[str] | None = None,
         response_model: str | None = None,
         response_id: str | None = None,
+        cache_read_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
     ) -> None:
-        """Record token usage and response details; cost is derived when the call ends."""
+        """Record token usage and response details; cost is derived when the call ends.
+
+        ``cache_read_tokens``/``cache_write_tokens``: input tokens the provider's prompt cache served or
+        stored (parts of ``input_tokens``, as providers report them).
+        """
+        if cache_read_tokens is not None:
+            self.span.set_attribute(Attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, int(cache_read_tokens))
+        if cache_write_tokens is not None:
+            self.span.set_attribute(Attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, int(cache_write_tokens))
+            if self._rt.config.genai.emit_upcoming_names:
+                self.span.set_attribute(Attr.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, int(cache_write_tokens))
         if input_tokens is not None:
             self._input_tokens = int(input_tokens)
             self.span.set_attribute(Attr.GEN_AI_USAGE_INPUT_TOKENS, self._input_tokens)
@@ -728,6 +740,12 @@ class LLMCallOp(Operation):
             instruments.gen_ai_tokens.record(
                 self._output_tokens, {**attributes, Attr.GEN_AI_TOKEN_TYPE: TokenType.OUTPUT.value}
             )
+        if rt.config.genai.emit_upcoming_names:
+            instruments.gen_ai_inference_duration.record(duration, duration_attributes)
+            if self._input_tokens is not None:
+                instruments.gen_ai_inference_input_tokens.record(self._input_tokens, duration_attributes)
+            if self._output_tokens is not None:
+                instruments.gen_ai_inference_output_tokens.record(self._output_tokens, duration_attributes)
         if self._input_tokens is not None or self._output_tokens is not None:
             cost = cost_of(self._model, self._input_tokens or 0, self._output_tokens or 0, rt.config.pricing)
             if cost is None:

@@ -384,6 +384,14 @@ class GenAISettings:
         "Record prompts and responses on LLM spans.",
         env="OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
     )
+    emit_upcoming_names: bool = setting(
+        False,
+        "Also emit the GenAI conventions' coming names: `gen_ai.client.inference.duration`, the per-direction"
+        " token histograms `gen_ai.client.inference.operation.{input,output}_tokens` and"
+        " `gen_ai.usage.cache_write.input_tokens`, beside the current ones, to migrate without a gap.",
+        env="OTEL_HAKGAL_GENAI_UPCOMING_NAMES",
+        env_parser=parse_bool,
+    )
 
 
 @dataclass(frozen=True)

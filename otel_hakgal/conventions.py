@@ -328,6 +328,19 @@ class Attr:
     )
     GEN_AI_USAGE_INPUT_TOKENS: Final = _attribute("gen_ai.usage.input_tokens", "int", "Prompt tokens used.")
     GEN_AI_USAGE_OUTPUT_TOKENS: Final = _attribute("gen_ai.usage.output_tokens", "int", "Completion tokens used.")
+    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = _attribute(
+        "gen_ai.usage.cache_read.input_tokens", "int", "Input tokens served from the provider's prompt cache."
+    )
+    GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = _attribute(
+        "gen_ai.usage.cache_creation.input_tokens",
+        "int",
+        "Input tokens written to the provider's prompt cache (the current name; see the next one).",
+    )
+    GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = _attribute(
+        "gen_ai.usage.cache_write.input_tokens",
+        "int",
+        "The same, under the GenAI conventions' coming name; also emitted with `genai.emit_upcoming_names`.",
+    )
     GEN_AI_TOKEN_TYPE: Final = _attribute(
         "gen_ai.token.type", "string", "Token kind on the token-usage metric.", _values(TokenType)
     )
@@ -402,6 +415,9 @@ _GEN_AI_SPAN_ATTRIBUTES = (
     Attr.GEN_AI_RESPONSE_FINISH_REASONS,
     Attr.GEN_AI_USAGE_INPUT_TOKENS,
     Attr.GEN_AI_USAGE_OUTPUT_TOKENS,
+    Attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+    Attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+    Attr.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
     Attr.GEN_AI_SYSTEM,
     Attr.GEN_AI_INPUT_MESSAGES,
     Attr.GEN_AI_OUTPUT_MESSAGES,
@@ -573,6 +589,35 @@ class Metric:
         "{token}",
         "Tokens used per GenAI call (GenAI conventions).",
         (*_GEN_AI_METRIC_ATTRIBUTES, Attr.GEN_AI_TOKEN_TYPE),
+        GEN_AI_TOKEN_BUCKETS,
+    )
+    # The GenAI conventions' coming names (their unreleased change notes), emitted as well as the
+    # current ones with `genai.emit_upcoming_names`, so dashboards can move before the old names go.
+    GEN_AI_INFERENCE_DURATION: Final = _metric(
+        "gen_ai.client.inference.duration",
+        "histogram",
+        "s",
+        "The coming name of `gen_ai.client.operation.duration` for inference calls (with"
+        " `genai.emit_upcoming_names`).",
+        (*_GEN_AI_METRIC_ATTRIBUTES, Attr.ERROR_TYPE),
+        GEN_AI_DURATION_BUCKETS,
+    )
+    GEN_AI_INFERENCE_INPUT_TOKENS: Final = _metric(
+        "gen_ai.client.inference.operation.input_tokens",
+        "histogram",
+        "{token}",
+        "Input tokens per inference call: the coming per-direction split of `gen_ai.client.token.usage`"
+        " (with `genai.emit_upcoming_names`).",
+        (*_GEN_AI_METRIC_ATTRIBUTES, Attr.ERROR_TYPE),
+        GEN_AI_TOKEN_BUCKETS,
+    )
+    GEN_AI_INFERENCE_OUTPUT_TOKENS: Final = _metric(
+        "gen_ai.client.inference.operation.output_tokens",
+        "histogram",
+        "{token}",
+        "Output tokens per inference call: the coming per-direction split of `gen_ai.client.token.usage`"
+        " (with `genai.emit_upcoming_names`).",
+        (*_GEN_AI_METRIC_ATTRIBUTES, Attr.ERROR_TYPE),
         GEN_AI_TOKEN_BUCKETS,
     )
     EXPORT_DROPPED: Final = _metric(

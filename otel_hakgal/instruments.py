@@ -62,6 +62,9 @@ class Instruments:
     errors: Counter
     gen_ai_duration: Histogram
     gen_ai_tokens: Histogram
+    gen_ai_inference_duration: Histogram  # the coming names (genai.emit_upcoming_names)
+    gen_ai_inference_input_tokens: Histogram
+    gen_ai_inference_output_tokens: Histogram
     export_dropped: ObservableCounter
     sampling_traces: ObservableCounter
     sampling_incomplete: ObservableCounter
@@ -79,6 +82,9 @@ class Instruments:
             errors=_counter(meter, metric_def(Metric.ERRORS)),
             gen_ai_duration=_histogram(meter, metric_def(Metric.GEN_AI_OPERATION_DURATION)),
             gen_ai_tokens=_histogram(meter, metric_def(Metric.GEN_AI_TOKEN_USAGE)),
+            gen_ai_inference_duration=_histogram(meter, metric_def(Metric.GEN_AI_INFERENCE_DURATION)),
+            gen_ai_inference_input_tokens=_histogram(meter, metric_def(Metric.GEN_AI_INFERENCE_INPUT_TOKENS)),
+            gen_ai_inference_output_tokens=_histogram(meter, metric_def(Metric.GEN_AI_INFERENCE_OUTPUT_TOKENS)),
             export_dropped=_observable_counter(meter, metric_def(Metric.EXPORT_DROPPED), observe_export_drops),
             sampling_traces=_observable_counter(meter, metric_def(Metric.SAMPLING_TRACES), observe_decisions),
             sampling_incomplete=_observable_counter(meter, metric_def(Metric.SAMPLING_INCOMPLETE), observe_losses),

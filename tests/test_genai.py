@@ -307,3 +307,21 @@ def test_under_the_launcher_with_the_official_openai_instrumentation_each_call_i
     inputs = {k: v for k, v in latest.items() if dict(k).get(Attr.GEN_AI_TOKEN_TYPE) == "input"}
     assert sum(inputs.values()) == len(calls), latest
     assert {dict(k).get(Attr.GEN_AI_PROVIDER_NAME) for k in inputs} <= {"deepseek", "mistral_ai", "gcp.gemini"}
+
+
+@pytest.mark.parametrize("upcoming", [False, True])
+def test_cache_write_tokens_keep_the_current_name_and_get_the_coming_one_with_the_switch(upcoming: bool) -> None:
+    from otel_hakgal.conventions import Attr
+    from otel_hakgal.testing import TelemetryRecorder
+
+    recorder = TelemetryRecorder(settings={"genai.emit_upcoming_names": upcoming})
+    try:
+        with hg.llm_call("anthropic", "claude-sonnet") as call:
+            call.record_usage(1200, 80, cache_read_tokens=1000, cache_write_tokens=150)
+        [span] = recorder.spans()
+    finally:
+        recorder.close()
+    attributes = span.attributes or {}
+    assert attributes[Attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 1000
+    assert attributes[Attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] == 150
+    assert attributes.get(Attr.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS) == (150 if upcoming else None)

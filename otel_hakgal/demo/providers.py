@@ -45,6 +45,7 @@ class _Answer:
     finish_reasons: list[str]
     response_model: str | None
     response_id: str | None
+    cached_tokens: int | None = None  # input tokens the provider's prompt cache served
 
 
 class ProviderFailure(Exception):
@@ -112,6 +113,7 @@ class LLMProvider(ABC):
                 finish_reasons=answer.finish_reasons,
                 response_model=answer.response_model,
                 response_id=answer.response_id,
+                cache_read_tokens=answer.cached_tokens,
             )
             # Per the GenAI JSON schemas: the system prompt apart, parts, finish_reason (see hg.genai).
             call.record_messages(messages, [answer.text], finish_reasons=answer.finish_reasons)
@@ -165,6 +167,7 @@ class OpenAICompatibleProvider(LLMProvider):
             finish_reasons=[str(choice.finish_reason) for choice in response.choices],
             response_model=response.model,
             response_id=response.id,
+            cached_tokens=details.cached_tokens if usage and (details := usage.prompt_tokens_details) else None,
         )
 
 
@@ -235,6 +238,7 @@ class GeminiProvider(LLMProvider):
             finish_reasons=[str(candidate.get("finishReason", "STOP")).lower()],
             response_model=payload.get("modelVersion"),
             response_id=payload.get("responseId"),
+            cached_tokens=usage.get("cachedContentTokenCount"),
         )
 
 

@@ -89,6 +89,7 @@ class LLMSimulator:
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
         self._response_ids = 0
+        self._cached_prompts: set[tuple[str, str]] = set()  # (provider, system prompt) in the prompt cache
         self._random = random.Random(0)  # seeded: fault rates give the same sequence every run
 
     # --- lifecycle ---
@@ -194,6 +195,13 @@ class LLMSimulator:
             self._response_ids += 1
             return f"sim-{self._response_ids:06d}"
 
+    def _cached_tokens(self, provider: str, system: str) -> int:
+        """Tokens of ``system`` the provider's prompt cache serves: all of them once it has seen the prompt."""
+        with self._lock:
+            seen = (provider, system) in self._cached_prompts
+            self._cached_prompts.add((provider, system))
+        return count_tokens(system) if seen and system else 0
+
     def _wait(self, seconds: float) -> None:
         self._stopping.wait(seconds)
 
@@ -216,6 +224,7 @@ class LLMSimulator:
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": self._cached_tokens(provider, system)},
             },
         }
 
@@ -236,6 +245,7 @@ class LLMSimulator:
                 "promptTokenCount": prompt_tokens,
                 "candidatesTokenCount": output_tokens,
                 "totalTokenCount": prompt_tokens + output_tokens,
+                "cachedContentTokenCount": self._cached_tokens("gemini", system),
             },
             "modelVersion": model,
             "responseId": self._next_response_id(),

@@ -133,3 +133,36 @@ def test_when_every_provider_fails_the_chain_returns_an_error(
 def test_a_chain_needs_providers() -> None:
     with pytest.raises(ValueError):
         ProviderChain([])
+
+
+@pytest.mark.parametrize("provider", [DeepSeekProvider, GeminiProvider])
+@pytest.mark.parametrize("upcoming", [False, True])
+def test_prompt_cache_tokens_and_the_coming_genai_names(
+    simulator: LLMSimulator, provider: type[LLMProvider], upcoming: bool
+) -> None:
+    recorder = TelemetryRecorder(settings={"genai.emit_upcoming_names": upcoming})
+    try:
+        client = make(provider, simulator)
+        client.complete(QUESTION)
+        client.complete(QUESTION)  # the same system prompt again: served from the provider's prompt cache
+        first, second = [span.attributes or {} for span in recorder.spans() if span.kind is SpanKind.CLIENT]
+        duration = recorder.metric_points(Metric.GEN_AI_OPERATION_DURATION)
+        tokens = recorder.metric_points(Metric.GEN_AI_TOKEN_USAGE)
+        inference = recorder.metric_points(Metric.GEN_AI_INFERENCE_DURATION)
+        inputs = recorder.metric_points(Metric.GEN_AI_INFERENCE_INPUT_TOKENS)
+        outputs = recorder.metric_points(Metric.GEN_AI_INFERENCE_OUTPUT_TOKENS)
+    finally:
+        recorder.close()
+
+    assert first[Attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 0
+    assert 0 < second[Attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] < second[Attr.GEN_AI_USAGE_INPUT_TOKENS]
+    if not upcoming:
+        assert inference == inputs == outputs == []
+        return
+    # The coming names carry the same data as the current ones, split per direction.
+    assert [(p.count, p.sum) for p in inference] == [(p.count, p.sum) for p in duration]
+    by_type = {str((p.attributes or {})[Attr.GEN_AI_TOKEN_TYPE]): p for p in tokens}
+    assert [(p.count, p.sum) for p in inputs] == [(by_type["input"].count, by_type["input"].sum)]
+    assert [(p.count, p.sum) for p in outputs] == [(by_type["output"].count, by_type["output"].sum)]
+    assert Attr.GEN_AI_TOKEN_TYPE not in (inputs[0].attributes or {})
+    assert (inputs[0].attributes or {})[Attr.SERVER_PORT] == int(simulator.base_url.rsplit(":", 1)[1])
