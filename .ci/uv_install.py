@@ -34,12 +34,15 @@ IGNORE = shutil.ignore_patterns(
 BIN = "Scripts" if os.name == "nt" else "bin"
 # Run by `uv run python -c`: the package comes from the copy, in its .venv, with its dev tools.
 IMPORT_CHECK = """
-import importlib.metadata, importlib.util, json, pathlib, sys
+import importlib.metadata, importlib.util, json, pathlib, sys, sysconfig
 import otel_hakgal
 source, prefix = pathlib.Path(sys.argv[1]), pathlib.Path(sys.prefix)
 assert pathlib.Path(otel_hakgal.__file__).is_relative_to(source), otel_hakgal.__file__
 assert prefix == source / ".venv", prefix
-direct_url = json.loads(importlib.metadata.distribution("otel_hakgal").read_text("direct_url.json") or "{}")
+# The installed distribution, not the build's egg-info in the source tree (the working directory).
+site = sysconfig.get_paths()["purelib"]
+[dist] = importlib.metadata.distributions(name="otel_hakgal", path=[site])
+direct_url = json.loads(dist.read_text("direct_url.json") or "{}")
 assert direct_url.get("dir_info", {}).get("editable"), f"not an editable install: {direct_url}"
 missing = [m for m in ("sentry_sdk", "flask", "prometheus_client", "pytest", "z3") if not importlib.util.find_spec(m)]
 assert not missing, f"the dev extra is not installed: {missing}"

@@ -150,16 +150,34 @@ class TailTally:
 TALLY: Final = TailTally()
 
 
+# Every (decision, reason) a trace can get: observed from 0 while tail sampling is on, so that
+# Prometheus's increase() sees the first of each.
+OUTCOMES: Final = (
+    *((SamplingDecision.KEPT, reason) for reason in SamplingReason),
+    (SamplingDecision.DROPPED, SamplingReason.RATIO),
+)
+
+
+def _tail_sampling_on() -> bool:
+    from otel_hakgal import runtime  # the runtime imports the API, which must not import this module's users
+
+    return runtime.current.config.sampling_tail.enabled
+
+
 def observe_decisions(options: CallbackOptions) -> Iterable[Observation]:
     """``otel_hakgal.sampling.traces``."""
-    for (decision, reason), count in TALLY.decisions().items():
-        yield Observation(count, {Attr.SAMPLING_DECISION: decision.value, Attr.SAMPLING_REASON: reason.value})
+    counts = TALLY.decisions()
+    keys = [*OUTCOMES, *(key for key in counts if key not in OUTCOMES)] if _tail_sampling_on() else list(counts)
+    for decision, reason in keys:
+        attributes = {Attr.SAMPLING_DECISION: decision.value, Attr.SAMPLING_REASON: reason.value}
+        yield Observation(counts.get((decision, reason), 0), attributes)
 
 
 def observe_losses(options: CallbackOptions) -> Iterable[Observation]:
     """``otel_hakgal.sampling.incomplete``."""
-    for loss, count in TALLY.losses().items():
-        yield Observation(count, {Attr.ERROR_TYPE: loss.value})
+    counts = TALLY.losses()
+    for loss in list(TailSamplingLoss) if _tail_sampling_on() else list(counts):
+        yield Observation(counts.get(loss, 0), {Attr.ERROR_TYPE: loss.value})
 
 
 def _is_local_root(span: ReadableSpan) -> bool:

@@ -4,7 +4,9 @@ It stands in for an OpenTelemetry Collector: ``POST /v1/traces``,
 ``/v1/metrics`` and ``/v1/logs`` (gzip or plain protobuf) are decoded with
 ``opentelemetry-proto`` and kept in memory, with each request's headers.
 Faults (see :class:`LoopbackServer`) can be switched on and off at runtime:
-an HTTP status, a delay, or the port going unreachable.
+an HTTP status, a delay, or the port going unreachable; and per signal
+(:meth:`OtlpReceiver.refuse`), a receiver that does not take one, as a
+traces-only consumer answers 405 on ``/v1/metrics``.
 """
 
 from __future__ import annotations

@@ -92,12 +92,18 @@ def test_serves_layer_metrics_under_their_prometheus_names(prom: hg.Handle) -> N
     assert any(s.name == "target_info" and s.labels["service_name"] == "hak-gal" for s in samples)
 
 
-def test_mapping_matches_the_exporters_output_for_every_conventions_metric(prom: hg.Handle) -> None:
+def test_mapping_matches_the_exporters_output_for_every_conventions_metric() -> None:
     """series_names() is what dashboards and rules are checked with: it must be the exporter's real mapping."""
-    _record_every_layer_metric()
-    with hg.query("what", query_type="explain"):
-        pass
-    served = names(scrape(_backend(prom).url or ""))
+    # With a span backend and tail sampling, so that the sampling metrics are recorded too.
+    settings = {"prometheus.port": 0, "sampling.tail.enabled": True, "genai.emit_upcoming_names": True}
+    prom = hg.setup(backends=["prometheus", "memory"], settings=settings)
+    try:
+        _record_every_layer_metric()
+        with hg.query("what", query_type="explain"):
+            pass
+        served = names(scrape(_backend(prom).url or ""))
+    finally:
+        prom.shutdown()
     for definition in (*METRICS, *PROCESS_METRICS):
         expected = set(series_names(definition.name, definition.unit, definition.instrument))
         assert expected <= served, f"{definition.name} ({definition.unit}): expected {expected}"
