@@ -56,6 +56,7 @@ COMMAND_COUNT: Final = _series(Metric.COMMAND_DURATION, "count")
 COMMAND_SUM: Final = _series(Metric.COMMAND_DURATION, "sum")
 PROVER_RUNS: Final = _series(Metric.PROVER_RUNS)
 LLM_COUNT: Final = _series(Metric.GEN_AI_OPERATION_DURATION, "count")
+LLM_INFERENCE_COUNT: Final = _series(Metric.GEN_AI_INFERENCE_DURATION, "count")  # its coming name
 
 L_OUTCOME: Final = label_name(Attr.COMMAND_OUTCOME)
 L_PROVER: Final = label_name(Attr.PROVER_NAME)
@@ -80,18 +81,27 @@ class Indicator:
     window: str  # the alert rule's rate window
     unit: str  # "ratio" or "s"
     by: str | None = None
+    # The same selectors under the GenAI conventions' coming names: used where the current ones have no data.
+    upcoming: tuple[str, str] | None = None
 
     def _sum(self, selector: str, window: str | None) -> str:
         inner = f"rate({selector}[{window}])" if window else selector
         return f"sum by ({self.by}) ({inner})" if self.by else f"sum({inner})"
 
+    def _either(self, current: str, upcoming: str | None, window: str | None) -> str:
+        if upcoming is None:
+            return self._sum(current, window)
+        return f"({self._sum(current, window)} or {self._sum(upcoming, window)})"
+
     def expr(self, window: str | None = None) -> str:
         """The indicator in PromQL: a rate ratio over ``window`` (lifetime ratio without one).
 
-        A ratio of failures reads 0, not "no data", while nothing failed.
+        A ratio of failures reads 0, not "no data", while nothing failed. With ``upcoming`` selectors,
+        series under either name count (the current ones where both exist).
         """
-        numerator = self._sum(self.numerator, window)
-        denominator = self._sum(self.denominator, window)
+        numerator_next, denominator_next = self.upcoming or (None, None)
+        numerator = self._either(self.numerator, numerator_next, window)
+        denominator = self._either(self.denominator, denominator_next, window)
         if self.unit == "ratio":
             numerator = f"({numerator} or {denominator} * 0)"
         return f"{numerator} / {denominator}"
@@ -133,6 +143,7 @@ LLM_FAILURE_RATE: Final = Indicator(
     alert="HakgalLlmProviderFailing",
     numerator=f'{LLM_COUNT}{{{L_ERROR_TYPE}!=""}}',
     denominator=LLM_COUNT,
+    upcoming=(f'{LLM_INFERENCE_COUNT}{{{L_ERROR_TYPE}!=""}}', LLM_INFERENCE_COUNT),
     threshold=0.20,
     window="5m",
     unit="ratio",

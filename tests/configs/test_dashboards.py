@@ -83,8 +83,28 @@ def test_query_performance_has_p50_and_p95_by_command() -> None:
 def test_llm_row_has_p50_p95_by_provider_and_failure_rate() -> None:
     exprs = _row_exprs("LLM provider response times")
     for quantile in ("0.5", "0.95"):
-        assert f"histogram_quantile({quantile}, sum by (le, gen_ai_provider_name)" in exprs
+        assert f"histogram_quantile({quantile}, (sum by (le, gen_ai_provider_name)" in exprs
     assert 'error_type!=""' in exprs
+
+
+def test_llm_panels_read_the_current_genai_names_or_else_their_coming_ones() -> None:
+    current = {
+        Metric.GEN_AI_OPERATION_DURATION: (Metric.GEN_AI_INFERENCE_DURATION,),
+        Metric.GEN_AI_TOKEN_USAGE: (Metric.GEN_AI_INFERENCE_INPUT_TOKENS, Metric.GEN_AI_INFERENCE_OUTPUT_TOKENS),
+    }
+    checked = 0
+    for title, expr in panel_queries():
+        for metric, upcoming in current.items():
+            definition = metric_def(metric)
+            prefix = series_names(definition.name, definition.unit, definition.instrument)[0].rsplit("_", 1)[0]
+            if prefix + "_" not in expr:
+                continue
+            for name in upcoming:
+                coming = metric_def(name)
+                coming_prefix = series_names(coming.name, coming.unit, coming.instrument)[0].rsplit("_", 1)[0]
+                assert coming_prefix + "_" in expr, f"{title}: no fallback to {coming.name}"
+            checked += 1
+    assert checked >= 7
 
 
 def test_cache_row_has_proof_prompt_and_oracle() -> None:

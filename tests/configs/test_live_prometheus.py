@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +28,8 @@ import pytest
 import yaml
 
 from otel_hakgal import cli
-from otel_hakgal.backends.prometheus import label_name
-from otel_hakgal.conventions import HTTP_RESPONSE_STATUS_CODE, SCHEMA_URL
+from otel_hakgal.backends.prometheus import label_name, series_names
+from otel_hakgal.conventions import HTTP_RESPONSE_STATUS_CODE, SCHEMA_URL, Metric, metric_def
 from otel_hakgal.demo.simulator import FaultKind, LLMSimulator
 from otel_hakgal.report import LLM_FAILURE_RATE
 from otel_hakgal.testing.prometheus import PrometheusServer, require_binary, wait_for
@@ -128,8 +129,12 @@ def prometheus_binary() -> str:
 
 @pytest.fixture(scope="module")
 def normal(prometheus_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    """Prometheus with the shipped rules, scraping the service while the workload runs."""
-    service = Service()
+    """Prometheus with the shipped rules, scraping the service while the workload runs.
+
+    The service emits the GenAI conventions' coming names as well, so that the queries can be checked
+    against those alone (see :func:`test_llm_queries_work_on_the_coming_genai_names_alone`).
+    """
+    service = Service(OTEL_HAKGAL_GENAI_UPCOMING_NAMES="true")
     try:
         with PrometheusServer(
             tmp_path_factory.mktemp("prometheus"), [service.target], rule_files=[RULES], binary=prometheus_binary
@@ -153,6 +158,41 @@ def test_every_dashboard_query_returns_data(normal: PrometheusServer, title: str
         return result if any(value == value for _, value in result) else None
 
     assert wait_for(numbers, 20, f"a number (not NaN) for panel {title!r}: {query}")
+
+
+def _without_current_genai_names(expr: str) -> str:
+    """``expr`` as a Prometheus that only has the coming GenAI names would answer it."""
+    for metric in (Metric.GEN_AI_OPERATION_DURATION, Metric.GEN_AI_TOKEN_USAGE):
+        definition = metric_def(metric)
+        for name in series_names(definition.name, definition.unit, definition.instrument):
+            expr = expr.replace(name + "{", "hakgal_no_such_series{").replace(name + "[", "hakgal_no_such_series[")
+    return expr
+
+
+LLM_QUERIES = [
+    *((title, expr) for title, expr in panel_queries() if "gen_ai_client_" in expr),
+    *((alert, _ratio_part(expr)) for alert, expr in rule_expressions() if "gen_ai_client_" in expr),
+]
+
+
+@pytest.mark.parametrize(("title", "expr"), LLM_QUERIES, ids=[t for t, _ in LLM_QUERIES])
+def test_llm_queries_work_on_the_coming_genai_names_alone(normal: PrometheusServer, title: str, expr: str) -> None:
+    both = _substitute(expr)
+    alone = _without_current_genai_names(both)
+    assert "gen_ai_client_operation_duration" not in alone and "gen_ai_client_token_usage" not in alone
+
+    def at(query: str, when: str) -> dict[tuple[tuple[str, str], ...], float]:
+        data = normal.client.get("/api/v1/query", query=query, time=when)
+        return {tuple(sorted(item["metric"].items())): float(item["value"][1]) for item in data["result"]}
+
+    def same() -> bool | None:
+        # Both names carry the same data, so the answers agree, asked for the same instant.
+        when = f"{time.time() - 1:.3f}"
+        full, only = at(both, when), at(alone, when)
+        numbers = {k: v for k, v in full.items() if v == v}
+        return bool(numbers) and all(abs(only.get(k, -1.0) - v) <= 1e-9 * max(1.0, abs(v)) for k, v in numbers.items())
+
+    assert wait_for(same, 20, f"{title!r} to answer the same on the coming names alone: {alone}")
 
 
 @pytest.mark.parametrize(("alert", "expr"), rule_expressions(), ids=[a for a, _ in rule_expressions()])
