@@ -51,6 +51,7 @@ REQUESTS = 150
 COMMAND = {"command": "ask Is Rome a city?"}
 PROBE = SpanName.COMMAND.format(verb="status")  # the service only runs "ask": a probe span is unambiguous
 SLOWEST_S = 2.0  # a request waiting on a 5 s receiver would take longer
+LOG_CALL_LIMIT_S = 0.9  # below the exporter's first retry backoff (1 s)
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +192,9 @@ def test_app_log_calls_are_not_held_by_an_otlp_outage_and_export_errors_are_not_
                 until(lambda: failed(log_delivery), 15, f"a failed log export ({log_delivery.describe()})")
             samples.append(queue_depths(handle))
 
-            assert slowest < 0.1, f"a log call took {slowest:.3f} s: it waited for the receiver"
+            # A call that waited would take the receiver's 5 s, or the exporter's retry backoff (1 s and up);
+            # a shared CI machine may pause any call for a tenth of a second.
+            assert slowest < LOG_CALL_LIMIT_S, f"a log call took {slowest:.3f} s: it waited for the receiver"
             log_queue = {name: depth for name, depth in max_depths(samples).items() if "log" in name}
             assert log_queue and all(depth <= cap for depth, cap in log_queue.values()), log_queue
             assert warnings.export_warnings <= 1, warnings.records

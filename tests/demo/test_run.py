@@ -25,7 +25,7 @@ def test_demo_prints_waterfalls_and_summary(capsys: pytest.CaptureFixture[str]) 
     assert out.count("\ntrace ") == len(WORKLOAD)
     assert "hakgal.command ask" in out and "hakgal.prover z3" in out
     assert "✗ timeout" in out  # the prover timeout
-    assert "✗ provider_error" in out and "✗ malformed_response" in out  # the fallbacks
+    assert "✗ 503" in out and "✗ malformed_response" in out  # the fallbacks (HTTP failures by status code)
     assert "✗ invalid_formula" in out
     assert "cache.hit=True" in out
     for section in ("Commands by outcome:", "Alert indicators", "Commands", "Provers", "LLM providers", "Caches"):
