@@ -21,6 +21,7 @@ from sentry_sdk.envelope import Item, PayloadRef
 from sentry_sdk.integrations.opentelemetry.propagator import SentryPropagator
 
 from otel_hakgal.backends.sentry import _compat
+from otel_hakgal.backends.sentry.worker import SenderPool
 from otel_hakgal.testing import SentryReceiver
 from tests.backends.test_sentry import PUBLIC_KEY, dsn
 from tests.support.processes import ROOT
@@ -259,6 +260,40 @@ def test_transport_queue_reports_depth_and_capacity(
     assert capacity == 7 and 1 <= depth <= 3  # one may already be on its way
     assert _compat.transport_queue(object()) is None
     sentry_receiver.heal()
+
+
+def test_hooked_transport_sends_through_its_senders_and_keeps_that_many_connections(
+    make_client: Callable[..., Any], sentry_receiver: SentryReceiver
+) -> None:
+    class Three(_compat.HookedHttpTransport):
+        senders = 3
+
+    client = make_client(dsn=dsn(sentry_receiver), transport=Three, transport_queue_size=9)
+    transport = client.transport
+    assert isinstance(transport._worker, SenderPool) and transport._worker.senders == 3
+    assert transport._pool.connection_pool_kw["maxsize"] == 3
+    assert _compat.transport_queue(transport) == (0, 9)
+    sentry_receiver.fail(delay_s=0.3)
+    started = time.monotonic()
+    for index in range(3):
+        client.capture_event({"message": f"at once {index}", "level": "info"})
+    client.flush(timeout=5)
+    assert time.monotonic() - started < 0.8  # three round trips at once, not one after another
+    assert len(sentry_receiver.wait_for("event", 3)) == 3
+
+
+def test_hooked_transport_gets_a_fresh_pool_in_a_forked_child(
+    make_client: Callable[..., Any], sentry_receiver: SentryReceiver
+) -> None:
+    client = make_client(dsn=dsn(sentry_receiver), transport=_compat.HookedHttpTransport)
+    client.capture_event({"message": "before", "level": "info"})
+    client.flush(timeout=5)
+    parents = client.transport._pool
+    _compat._transports_after_fork_in_child()  # what the child runs right after fork
+    assert client.transport._pool is not parents
+    client.capture_event({"message": "after", "level": "info"})
+    client.flush(timeout=5)
+    assert [event["message"] for event in sentry_receiver.wait_for("event", 2)] == ["before", "after"]
 
 
 @pytest.mark.parametrize(("level", "encoding"), [(0, None), (1, "gzip")])

@@ -15,8 +15,14 @@ Names, each a module attribute or small function below:
 - ``prepare_event``: ``Client._prepare_event``;
 - ``merged_scope``: ``Scope._merge_scopes``;
 - ``HookedHttpTransport``: ``HttpTransport._request``, ``._send_request`` (its ``envelope``) and
-  ``.on_dropped_event``;
-- ``transport_queue``: the transport's ``_worker._queue``;
+  ``.on_dropped_event``; for sending several envelopes at once, ``._create_worker(options)`` (the
+  worker it submits each send to: ``submit``, ``full``, ``flush``, ``kill``, ``is_alive``, and
+  ``options["transport_queue_size"]``), ``._get_pool_options()`` (urllib3 ``PoolManager`` keyword
+  arguments, given ``maxsize``), ``._make_pool()`` and ``._pool`` (a fresh pool in a forked child),
+  and ``._fetch_pending_client_report`` / ``.record_lost_event`` (the client-report tally, locked
+  around them: sentry-sdk assumes one sending thread);
+- ``transport_queue``: the transport's ``_worker._queue`` (a sentry-sdk worker's; the layer's own
+  ``SenderPool`` is asked directly);
 - ``compression_options``: ``_experiments["transport_compression_level"]``;
 - ``register_external_propagation_context`` / ``remove_external_propagation_context``
   (``sentry_sdk.scope``);
@@ -39,8 +45,13 @@ Names, each a module attribute or small function below:
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
+
+from otel_hakgal.backends.sentry.worker import SenderPool
 
 SUPPORTED: Final = "sentry-sdk>=2.75,<3"
 
@@ -91,6 +102,11 @@ for _owner, _method in (
     (HttpTransport, "_request"),
     (HttpTransport, "_send_request"),
     (HttpTransport, "on_dropped_event"),
+    (HttpTransport, "_create_worker"),
+    (HttpTransport, "_get_pool_options"),
+    (HttpTransport, "_make_pool"),
+    (HttpTransport, "_fetch_pending_client_report"),
+    (HttpTransport, "record_lost_event"),
 ):
     if not callable(getattr(_owner, _method, None)):
         raise _incompatible(f"{_owner.__name__}.{_method}")
@@ -197,25 +213,75 @@ def log_batcher_depth(client: BaseClient) -> tuple[int, int] | None:
 
 
 class HookedHttpTransport(HttpTransport):
-    """sentry-sdk's HTTP transport with public hooks over its private methods.
+    """sentry-sdk's HTTP transport with public hooks over its private methods, sending several envelopes at once.
 
     ``around_request(send)`` wraps each HTTP request (``send()`` performs it and
     returns the urllib3 response); during it, ``sending_items`` holds the item
-    types of the envelope being sent. ``queue_overflows`` counts envelopes the
+    types of the envelope being sent (per sending thread). ``queue_overflows`` counts envelopes the
     transport dropped because its queue was full.
+
+    ``senders`` (a class attribute, set by the subclass the backend makes) is how many envelopes are
+    in flight at once: sentry-sdk's one-thread worker becomes a :class:`SenderPool` of that many
+    threads, and its urllib3 pool keeps that many connections alive per host. Everything else per
+    envelope is sentry-sdk's own: ``_prepare_envelope`` drops items whose category is rate-limited
+    (recording client reports), ``_handle_response`` reads 429, ``Retry-After`` and
+    ``X-Sentry-Rate-Limits``, and failures are recorded as lost. What sentry-sdk keeps for that
+    (``_disabled_until``, a dict of deadlines) is updated atomically under the GIL; the client-report
+    tally (``_discarded_events``, read-modify-written and swapped) is guarded by a lock here, as
+    several senders and the request threads record losses at once.
     """
 
+    senders: int = 1
     queue_overflows = 0
-    # Set and read on the transport's one worker thread, around each request.
-    sending_items: frozenset[str] = frozenset()
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self._sending = threading.local()
+        self._reports_lock = threading.RLock()  # record_lost_event records a transaction's spans re-entrantly
+        super().__init__(options)
+        _transports.add(self)
+
+    # --- concurrency ---
+
+    def _create_worker(self, options: dict[str, Any]) -> Any:  # sentry-sdk's Worker interface, not its class
+        return SenderPool(options["transport_queue_size"], self.senders)
+
+    def _get_pool_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = super()._get_pool_options()
+        options["maxsize"] = max(1, self.senders)  # connections kept alive per host: one per sender
+        return options
+
+    def _after_fork_in_child(self) -> None:
+        """The parent's kept-alive connections are not this process's to use (a request on one would
+        interleave with the parent's): a fresh pool, and fresh locks (another thread may have held them)."""
+        self._reports_lock = threading.RLock()
+        self._sending = threading.local()
+        self._pool = self._make_pool()
+
+    # --- client reports: recorded by every sender and request thread at once ---
+
+    def record_lost_event(self, reason: str, data_category: Any = None, item: Any = None, *, quantity: int = 1) -> None:
+        with self._reports_lock:
+            super().record_lost_event(reason, data_category, item, quantity=quantity)
+
+    def _fetch_pending_client_report(self, force: bool = False, interval: int = 60) -> Any:
+        with self._reports_lock:
+            return super()._fetch_pending_client_report(force=force, interval=interval)
+
+    # --- hooks ---
+
+    @property
+    def sending_items(self) -> frozenset[str]:
+        """The item types of the envelope this thread is sending (empty outside a send)."""
+        items: frozenset[str] = getattr(self._sending, "items", frozenset())
+        return items
 
     def _send_request(self, body: Any, headers: Any, endpoint_type: Any, envelope: Any = None) -> None:
         items = getattr(envelope, "items", None) or ()
-        self.sending_items = frozenset(str(getattr(item, "type", "")) for item in items)
+        self._sending.items = frozenset(str(getattr(item, "type", "")) for item in items)
         try:
             super()._send_request(body, headers=headers, endpoint_type=endpoint_type, envelope=envelope)
         finally:
-            self.sending_items = frozenset()
+            self._sending.items = frozenset()
 
     def _request(self, method: str, endpoint_type: Any, body: Any, headers: Any) -> Any:
         send = super()._request
@@ -230,9 +296,30 @@ class HookedHttpTransport(HttpTransport):
         super().on_dropped_event(reason)
 
 
+_transports: weakref.WeakSet[HookedHttpTransport] = weakref.WeakSet()
+
+
+def _transports_after_fork_in_child() -> None:
+    for transport in list(_transports):
+        try:
+            transport._after_fork_in_child()
+        except Exception:  # never fail a fork: that transport keeps the parent's pool
+            continue
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_transports_after_fork_in_child)
+
+
 def transport_queue(transport: object) -> tuple[int, int] | None:
-    """(envelopes queued now, capacity) of a transport's background worker; None if it has no such queue."""
-    queue = getattr(getattr(transport, "_worker", None), "_queue", None)
+    """(envelopes queued now, capacity) of a transport's background worker; None if it has no such queue.
+
+    In flight is not queued: the layer's :class:`SenderPool` counts as sentry-sdk's worker does.
+    """
+    worker = getattr(transport, "_worker", None)
+    if isinstance(worker, SenderPool):
+        return worker.depth()
+    queue = getattr(worker, "_queue", None)
     if queue is None:
         return None
     try:

@@ -27,6 +27,7 @@ from otel_hakgal.backends.base import QueueStats
 from otel_hakgal.backends.batching import DROPS
 from otel_hakgal.backends.sentry import _compat
 from otel_hakgal.backends.sentry.settings import SentrySettings, profile_session_rate
+from otel_hakgal.backends.sentry.worker import DEFAULT_SENDERS
 from otel_hakgal.delivery import DeliveryLog
 from otel_hakgal.redaction import redact_text
 from otel_hakgal.user_text import TextMask, hidden_texts, logged_hidden_texts, user_text_mask
@@ -59,8 +60,11 @@ LOG_SCRUBBER_KEY: Final = "_otel_hakgal_scrubber"
 _PUBLIC_KEY: Final = re.compile(r"[0-9a-f]{32}")
 
 
-def recording_transport(log: DeliveryLog, log_delivery: DeliveryLog | None = None) -> type[_compat.HookedHttpTransport]:
-    """Sentry's HTTP transport, logging each send's status for ``selftest`` and ``stats()``.
+def recording_transport(
+    log: DeliveryLog, log_delivery: DeliveryLog | None = None, senders: int = DEFAULT_SENDERS
+) -> type[_compat.HookedHttpTransport]:
+    """Sentry's HTTP transport, sending up to ``senders`` envelopes at once, logging each send's status for
+    ``selftest`` and ``stats()``.
 
     A send of an envelope with Sentry Logs (a ``log`` item) is counted in ``log_delivery`` too: ``selftest``
     tells from it whether log records arrived. A failed send is also logged as a warning on ``otel_hakgal.delivery``
@@ -96,6 +100,7 @@ def recording_transport(log: DeliveryLog, log_delivery: DeliveryLog | None = Non
             if reason == "full_queue":
                 DROPS.noticed()  # counted by the hooked transport; reported with every other drop
 
+    RecordingTransport.senders = senders
     return RecordingTransport
 
 
@@ -369,7 +374,7 @@ class SentryClient:
             # would also drop an exception instance raised again in another request.
             disabled_integrations=[DedupeIntegration],
             shutdown_timeout=config.export.shutdown_timeout,
-            transport=recording_transport(delivery, log_delivery),
+            transport=recording_transport(delivery, log_delivery, settings.max_concurrent_requests),
             before_send=scrub_event,
             before_send_transaction=scrub_transaction,
             before_breadcrumb=scrub_event,

@@ -10,7 +10,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from otel_hakgal.backends.sentry.worker import DEFAULT_QUEUE_SIZE
+from otel_hakgal.backends.sentry.worker import DEFAULT_QUEUE_SIZE, DEFAULT_SENDERS
 from otel_hakgal.config import number_range, positive, setting
 
 if TYPE_CHECKING:
@@ -75,6 +75,14 @@ class SentrySettings:
         " transport's queue, so a burst waits here; beyond this many, transactions are dropped, counted in"
         " `otel_hakgal.export.dropped` and reported in a warning.",
         validate=positive,
+    )
+    max_concurrent_requests: int = setting(
+        DEFAULT_SENDERS,
+        "Envelopes (transactions, errors, logs, profile chunks) sent to Sentry at once, each over its own"
+        " kept-alive connection. Sentry takes one transaction per request, so delivery is bounded by this"
+        " over the round trip: 16 at 100 ms sends about 160 a second (1 is sentry-sdk's own transport)."
+        " Rate limits (HTTP 429, `Retry-After`, `X-Sentry-Rate-Limits`) stop every sender at once.",
+        validate=number_range(1, 64),
     )
     compression_level: int = setting(
         1,

@@ -1,7 +1,8 @@
-"""A bounded FIFO of work run by one background thread, off the thread that submits it.
+"""Bounded FIFOs of work run by background threads, off the thread that submits it.
 
-The ``sentry`` backend converts and sends transactions here, so requests do
-not pay for Sentry's serialisation. No sentry-sdk import.
+The ``sentry`` backend converts transactions in a :class:`FifoWorker` (one thread), so requests
+do not pay for Sentry's serialisation; sentry-sdk's transport sends envelopes through a
+:class:`SenderPool` (a few threads), so a slow round trip does not bound delivery. No sentry-sdk import.
 """
 
 from __future__ import annotations
@@ -143,3 +144,135 @@ def _run_quietly(work: Callable[[], None]) -> None:
         work()
     except Exception:
         logger.warning("otel_hakgal: background work failed; its telemetry is lost", exc_info=True)
+
+
+# Envelopes sentry-sdk's transport sends at once (``sentry.max_concurrent_requests``): 16 at 100 ms is ~160/s.
+DEFAULT_SENDERS: Final = 16
+
+
+class SenderPool:
+    """A bounded FIFO run by up to ``senders`` threads at once: the Sentry transport's worker.
+
+    Stands in for sentry-sdk's one-thread ``BackgroundWorker`` with the same interface (``submit``,
+    ``full``, ``flush``, ``kill``, ``is_alive``), so several envelopes are in flight at once while a
+    slow round trip holds each one. :meth:`submit` never blocks: a full queue refuses the work (the
+    transport then counts the envelope as lost). The threads start at the first submit, again in a
+    forked child (whose queue starts empty: what the parent queued is the parent's to send) and
+    after :meth:`kill`. Taken in submission order, finished in any order.
+    """
+
+    _instances: weakref.WeakSet[SenderPool] = weakref.WeakSet()
+    _fork_hook_registered = False
+
+    def __init__(self, queue_size: int, senders: int = DEFAULT_SENDERS, name: str = "otel_hakgal-sentry-send") -> None:
+        self.maxsize = queue_size
+        self.senders = max(1, senders)
+        self.name = name
+        self._reset()
+        SenderPool._instances.add(self)
+        if not SenderPool._fork_hook_registered and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=SenderPool._after_fork_in_child)
+            SenderPool._fork_hook_registered = True
+
+    def _reset(self) -> None:
+        lock = threading.Lock()
+        self._work = threading.Condition(lock)  # the senders wait here for work
+        self._done = threading.Condition(lock)  # flush() waits here for nothing unfinished
+        self._items: deque[Callable[[], object]] = deque()
+        self._unfinished = 0  # queued plus running
+        self._busy = 0  # running now
+        self._threads: list[threading.Thread] = []
+        self._killed = False
+        self._pid = os.getpid()
+
+    @classmethod
+    def _after_fork_in_child(cls) -> None:
+        for pool in list(cls._instances):
+            pool._reset()  # the parent's threads do not exist here, and its locks may be held
+
+    # --- what sentry-sdk's transport calls -------------------------------------------
+
+    @property
+    def is_alive(self) -> bool:
+        return self._pid == os.getpid() and any(thread.is_alive() for thread in self._threads)
+
+    def full(self) -> bool:
+        return len(self._items) >= self.maxsize
+
+    def submit(self, callback: Callable[[], object]) -> bool:
+        """Queue ``callback``; False if the queue is full. Never waits for a sender."""
+        with self._work:
+            if len(self._items) >= self.maxsize:
+                return False
+            self._killed = False  # a killed pool works again if given work, as sentry-sdk's worker does
+            self._items.append(callback)
+            self._unfinished += 1
+            if self._busy + len(self._items) > len(self._threads) and len(self._threads) < self.senders:
+                self._start_sender()
+            self._work.notify()
+            return True
+
+    def _start_sender(self) -> None:
+        thread = threading.Thread(target=self._run, name=f"{self.name}-{len(self._threads) + 1}", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # the interpreter is shutting down: nothing can be sent any more
+            return
+        self._threads.append(thread)
+
+    def _run(self) -> None:
+        me = threading.current_thread()
+        work = self._work
+        while True:
+            with work:
+                while not self._items and not self._killed:
+                    work.wait()
+                if not self._items:  # killed and nothing left
+                    self._threads.remove(me)
+                    return
+                callback = self._items.popleft()
+                self._busy += 1
+            try:
+                callback()
+            except Exception:
+                logger.warning("otel_hakgal: a Sentry send failed; its envelope is lost", exc_info=True)
+            finally:
+                with work:
+                    self._busy -= 1
+                    self._unfinished -= 1
+                    if self._unfinished == 0:
+                        self._done.notify_all()
+
+    def flush(self, timeout: float, callback: Callable[[int, float], object] | None = None) -> None:
+        """Wait up to ``timeout`` s until everything submitted has been sent (or failed).
+
+        ``callback(pending, timeout)`` is called, as sentry-sdk's worker calls it, once after 0.1 s
+        if envelopes are still pending then.
+        """
+        if timeout <= 0 or not self.is_alive:
+            return
+        deadline = time.monotonic() + timeout
+        with self._done:
+            if self._done.wait_for(lambda: self._unfinished == 0, min(0.1, timeout)):
+                return
+            pending = self._unfinished
+        if callback is not None:
+            callback(pending, timeout)
+        with self._done:
+            self._done.wait_for(lambda: self._unfinished == 0, max(0.0, deadline - time.monotonic()))
+
+    def kill(self) -> None:
+        """Let the senders end once the queue is empty; returns at once (flush first to wait)."""
+        with self._work:
+            self._killed = True  # each sender leaves its list when it ends: a later submit starts new ones
+            self._work.notify_all()
+
+    # --- for the layer -----------------------------------------------------------------
+
+    def depth(self) -> tuple[int, int]:
+        """(envelopes waiting for a sender, capacity): sentry-sdk's queue depth, in flight left out."""
+        return len(self._items), self.maxsize
+
+    @property
+    def in_flight(self) -> int:
+        return self._busy
