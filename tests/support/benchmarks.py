@@ -6,8 +6,21 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def run_benchmark_child(name: str, *args: str) -> Any:
+    """Run ``benchmarks/<name>.py args`` as the benchmark runs its children; the first line it answers (JSON)."""
+    load_benchmark(name)  # its sibling helpers importable here too
+    from _line_protocol import Child
+
+    child = Child(str(BENCHMARKS / f"{name}.py"), *args, exit_timeout_s=30)
+    try:
+        return child.ready
+    finally:
+        child.close()
 
 
 def load_benchmark(name: str) -> ModuleType:
