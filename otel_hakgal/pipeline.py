@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, Final, TypeVar, cast, overload
 
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -42,6 +42,7 @@ from opentelemetry.util.types import Attributes
 
 from otel_hakgal import genai, log_limits, log_redaction, logs, runtime
 from otel_hakgal.backends.base import Backend, BackendStats, Parts
+from otel_hakgal.backends.batching import ReadsOnlySpanContext, ScrubsOnExport
 from otel_hakgal.backends.registry import backend_class
 from otel_hakgal.config import (
     Config,
@@ -71,15 +72,24 @@ logger = logging.getLogger("otel_hakgal")
 class FanOutSpanProcessor(SpanProcessor):
     """Forwards to the active backends' processors; a failing one never reaches the app.
 
+    Every processor gets each span scrubbed (:class:`~otel_hakgal.redaction.SecretScrubber`), by the
+    scrubber of the configuration in force. A processor that scrubs on export with that very scrubber
+    (:class:`~otel_hakgal.backends.batching.ScrubsOnExport`: the batch span processors, the Sentry
+    transaction processor) gets the span as it is and scrubs it on its own thread, and so does one that
+    reads only its ids (:class:`~otel_hakgal.backends.batching.ReadsOnlySpanContext`); for the others
+    (memory, console, any other package's) the span is scrubbed here, once, on the thread that ended it.
+
     With tail sampling on, ended spans first wait in a :class:`TailSampler`, which hands a kept
     trace's spans to the processors whole and a dropped trace's as unsampled copies (released, not
     exported).
     """
 
     def __init__(self) -> None:
-        # Processors and the scrubber in one tuple, read once per call: a span never meets one
+        # Processors, the scrubber and which processors take spans unscrubbed (they scrub on export
+        # themselves, or read only span ids) in one tuple, read once per call: a span never meets one
         # configuration's processors with another's scrubber.
-        self._route: tuple[tuple[SpanProcessor, ...], SecretScrubber | None] = ((), None)
+        self._route: tuple[tuple[SpanProcessor, ...], SecretScrubber | None, tuple[bool, ...]] = ((), None, ())
+        self._starting: tuple[SpanProcessor, ...] = ()  # the processors whose on_start does something
         self._tail: TailSampler | None = None
         self._holding: tuple[SpanProcessor, ...] = ()  # the processors a dropped trace's spans are released to
         self._warned: set[int] = set()
@@ -106,7 +116,8 @@ class FanOutSpanProcessor(SpanProcessor):
         held, self._tail = self._tail, None
         if held is not None:
             held.flush_open()
-        self._route = (tuple(processors), scrubber)
+        self._route = (tuple(processors), scrubber, tuple(_takes_unscrubbed(p, scrubber) for p in processors))
+        self._starting = tuple(p for p in processors if type(p).on_start not in _NO_OP_ON_START)
         # Batch and simple processors skip unsampled spans and hold nothing per trace: no copy is made for them.
         self._holding = tuple(p for p in processors if not isinstance(p, BatchSpanProcessor | SimpleSpanProcessor))
         if processors and tail is not None and tail.enabled:
@@ -133,7 +144,7 @@ class FanOutSpanProcessor(SpanProcessor):
         ):
             self._duplicates.add(span.context.span_id)  # set.add/discard are atomic under the GIL
             return
-        for processor in self._route[0]:
+        for processor in self._starting:
             try:
                 processor.on_start(span, parent_context)
             except Exception:
@@ -159,14 +170,18 @@ class FanOutSpanProcessor(SpanProcessor):
         self._deliver(span)
 
     def _deliver(self, span: ReadableSpan) -> None:
-        """``span``, scrubbed, to every processor."""
-        processors, scrubber = self._route
-        if scrubber is not None:
-            span = scrubber.scrub_span(span)
-        for processor in processors:
+        """``span`` to every processor: as it is to those that scrub on export, else scrubbed (once, here)."""
+        processors, scrubber, scrubs_itself = self._route
+        scrubbed = span if scrubber is None else None
+        for processor, as_is in zip(processors, scrubs_itself, strict=True):
             try:
-                processor.on_end(span)
-            except Exception:
+                if as_is:
+                    processor.on_end(span)
+                    continue
+                if scrubbed is None:
+                    scrubbed = cast(SecretScrubber, scrubber).scrub_span(span)
+                processor.on_end(scrubbed)
+            except Exception:  # the scrubber's too: the span then reaches no processor that needed it scrubbed
                 self._failed(processor)
 
     def _release(self, span: ReadableSpan) -> None:
@@ -186,6 +201,18 @@ class FanOutSpanProcessor(SpanProcessor):
             self._tail.flush_open()
         for processor in self.processors:
             processor.shutdown()
+
+
+# The SDK's processors that do nothing when a span starts: not called then.
+_NO_OP_ON_START: Final = (SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start)
+
+
+def _takes_unscrubbed(processor: SpanProcessor, scrubber: SecretScrubber | None) -> bool:
+    """Whether ``processor`` may get ended spans unscrubbed: it scrubs what it sends itself, with ``scrubber``,
+    or it reads nothing but their ids."""
+    if isinstance(processor, ReadsOnlySpanContext):
+        return True
+    return scrubber is not None and isinstance(processor, ScrubsOnExport) and processor.export_scrubber is scrubber
 
 
 class SwitchableSampler(otel_sampling.Sampler):
@@ -358,7 +385,7 @@ class BackendStartError(RuntimeError):
 def _span_limits(config: Config) -> SpanLimits:
     limits = config.limits
     # Every limit given, so the SDK reads none of its environment variables (config validated them).
-    # No length limit: strings are cut in one place, the fan-out's scrubber, after secrets are replaced.
+    # No length limit: strings are cut in one place, by the scrubber, after secrets are replaced.
     return SpanLimits(
         max_span_attributes=limits.attribute_count,
         max_events=limits.event_count,
@@ -704,6 +731,10 @@ def _start(config: Config) -> Handle:
             backend = backends[failing] = backend_class(failing)(config, resource)
             parts.append(backend.start())
         failing = None
+        for part in parts:  # before any span reaches them: these scrub on their own threads
+            for processor in part.span_processors:
+                if isinstance(processor, ScrubsOnExport):
+                    processor.scrub_with(scrubber)
         log_limits.install()  # again: last after the filters the vendor SDKs just imported added
         readers: list[MetricReader] = [r for p in parts for r in p.metric_readers]
         meter_provider = None

@@ -8,10 +8,13 @@ Two policies, both applied once, upstream of every backend:
   bearer tokens, ``Authorization`` values, URL credentials and secret query
   parameters, passwords (also in prose), and the literal values of
   secret-looking environment variables (also those set after ``setup()``) and
-  secret config settings. The fan-out span processor runs it on every finished
-  span (name, attributes, events, links, status), and the Sentry backends on
-  every error event and breadcrumb, so all backends see the same redacted
-  data; it also cuts every string to ``redaction.max_attribute_length``. It
+  secret config settings. It runs on every finished span (name, attributes,
+  events, links, status) before any backend reads it: on the export thread of
+  the batch span processors and the Sentry transaction worker, in the fan-out
+  span processor for the others (see :mod:`otel_hakgal.backends.batching`); and
+  the Sentry backends run it on every error event and breadcrumb, so all
+  backends see the same redacted data. It also cuts every string to
+  ``redaction.max_attribute_length``. It
   replaces lone surrogates, so every string it returns encodes as valid UTF-8.
 
 A Sentry DSN's public key is not a secret (Sentry needs it in every envelope's
@@ -492,6 +495,14 @@ class SecretScrubber:
         (exception messages and stack traces), link attributes and the status description.
         """
         self._watch()
+        return self._span(span)
+
+    def scrub_spans(self, spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
+        """Each of ``spans`` as :meth:`scrub_span` gives it (the environment re-read once, if due)."""
+        self._watch()
+        return [self._span(span) for span in spans]
+
+    def _span(self, span: ReadableSpan) -> ReadableSpan:
         name = self._cut(span.name)
         attributes = self._attributes(span.attributes)
         events: list[Event] | None = None

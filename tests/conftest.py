@@ -26,12 +26,14 @@ def export_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 
 @pytest.fixture
 def plugin_backends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Two registered third-party backends: ``exploding`` (its start() fails), ``broken`` (its processor raises)."""
+    """Registered third-party backends: ``exploding`` (its start() fails), ``broken`` (its processor raises),
+    ``recording`` (keeps the spans its processor got and its batch processor exported)."""
     from otel_hakgal.backends import registry
-    from tests.support.plugins import BROKEN, EXPLODING, install_plugin
+    from tests.support.plugins import BROKEN, EXPLODING, RECORDING, install_plugin
 
     install_plugin(tmp_path, "exploding", "exploding_backend:ExplodingBackend", EXPLODING)
     install_plugin(tmp_path, "broken", "broken_backend:BrokenBackend", BROKEN)
+    install_plugin(tmp_path, "recording", "recording_backend:RecordingBackend", RECORDING)
     monkeypatch.syspath_prepend(str(tmp_path))
     registry._targets.cache_clear()
     registry.backend_class.cache_clear()

@@ -3,15 +3,23 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 import otel_hakgal as hg
 from otel_hakgal import runtime
+from otel_hakgal.backends.batching import CountingBatchSpanProcessor, ReadsOnlySpanContext
 from otel_hakgal.backends.memory import MemoryBackend
+from otel_hakgal.config import Config
 from otel_hakgal.conventions import Attr, Metric, SpanName
+from otel_hakgal.pipeline import FanOutSpanProcessor
+from otel_hakgal.redaction import SecretScrubber
 from otel_hakgal.testing import OtlpReceiver, SentryReceiver, jsonl_metric_names, jsonl_spans
 
 
@@ -332,3 +340,160 @@ def test_a_backend_that_cannot_be_loaded_is_a_config_error(tmp_path: Path, monke
     finally:
         registry._targets.cache_clear()
         registry.backend_class.cache_clear()
+
+
+# --- secrets never leave unscrubbed, wherever the scrubbing runs (issue 19) ---
+
+_KEY = "sk-Q7rT2xLm9PzW4vKs8NdY"  # an OpenAI-style key: found by its format
+_PASSWORD = "hunter2hunter2"
+_TOKEN = "Zx9Qw8Er7Ty6Ui5"
+_QUERY_KEY = "abcdefgh12345678"
+_PLANTED = ("Q7rT2xLm9PzW4vKs8NdY", _PASSWORD, _TOKEN, _QUERY_KEY)
+
+
+def _secret_trace() -> None:
+    """A root and a child from a plain tracer, a secret in each name, attribute, event and status."""
+    tracer = trace.get_tracer("someone.else")
+    with tracer.start_as_current_span(f"handle {_KEY}", attributes={"note": f"auth Bearer {_TOKEN}"}) as root:
+        with tracer.start_as_current_span(f"lookup password={_PASSWORD}") as child:
+            child.set_attribute("url.query", f"api_key={_QUERY_KEY}&page=2")
+            child.set_attribute("hakgal.custom", _KEY)
+            child.add_event(f"retry {_KEY}", {"detail": f"password={_PASSWORD}"})
+            child.record_exception(RuntimeError(f"login failed for password={_PASSWORD}"))
+            child.set_status(trace.Status(trace.StatusCode.ERROR, f"denied for {_KEY}"))
+        root.set_status(trace.Status(trace.StatusCode.ERROR, f"upstream said Bearer {_TOKEN}"))
+
+
+def _span_text(spans: object) -> str:
+    """Every string of SDK spans: names, attributes, events, links, status descriptions."""
+    parts: list[str] = []
+    for span in spans:  # type: ignore[attr-defined]
+        parts += [span.name, repr(dict(span.attributes or {})), span.status.description or ""]
+        parts += [f"{e.name} {dict(e.attributes or {})!r}" for e in span.events]
+        parts += [repr(dict(link.attributes or {})) for link in span.links]
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("backend", ["memory", "otlp", "otlp+tail", "jsonl", "console", "sentry", "sentry-otlp"])
+def test_every_backend_type_receives_only_scrubbed_spans(
+    backend: str,
+    otlp_receiver: OtlpReceiver,
+    sentry_receiver: SentryReceiver,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Batch processors and the Sentry worker scrub on their own threads, the others on the fan-out's: either
+    way each backend's output holds no planted secret, and shows where one was replaced."""
+    jsonl_path = tmp_path / "out.jsonl"
+    otlp_receiver.bodies = []
+    sentry_receiver.bodies = []
+    settings: dict[str, object] = {
+        "otlp.endpoint": otlp_receiver.endpoint,
+        "jsonl.path": str(jsonl_path),
+        "console.stream": "stdout",
+        "console.metrics": False,
+        "sentry.dsn": sentry_receiver.dsn,
+        "sentry-otlp.dsn": sentry_receiver.dsn,
+        "logs.enabled": False,
+    }
+    if backend == "otlp+tail":
+        settings.update({"sampling.tail.enabled": True, "sampling.tail.keep_ratio": 1.0})
+    handle = hg.setup(backends=[backend.partition("+")[0]], settings=settings)
+    try:
+        _secret_trace()
+        assert handle.force_flush(10)
+        if backend == "memory":
+            received = _span_text(handle.backend("memory").spans())
+        elif backend.startswith("otlp"):
+            otlp_receiver.wait_for_spans(2)
+            received = b"".join(otlp_receiver.bodies).decode("utf-8", "replace")
+        elif backend == "jsonl":
+            received = jsonl_path.read_text()
+        elif backend == "console":
+            received = capsys.readouterr().out
+        else:
+            sentry_receiver.wait_for("transaction" if backend == "sentry" else "otlp", 1)
+            received = b"".join(sentry_receiver.bodies).decode("utf-8", "replace")
+    finally:
+        handle.shutdown()
+    assert "[REDACTED]" in received
+    assert [secret for secret in _PLANTED if secret in received] == []
+
+
+def test_third_party_processors_get_scrubbed_spans_and_the_layers_batch_processor_scrubs_on_export(
+    plugin_backends: None,
+) -> None:
+    """A processor the layer does not know gets each span scrubbed; a plugin's own CountingBatchSpanProcessor
+    gets it unscrubbed and exports it scrubbed."""
+    handle = hg.setup(backends=["recording"], settings={"logs.enabled": False})
+    try:
+        _secret_trace()
+        assert handle.force_flush(10)
+        plugin: Any = handle.backend("recording")
+        processor_got = _span_text(plugin.processor.ended)
+        exported = _span_text(plugin.exporter.get_finished_spans())
+    finally:
+        handle.shutdown()
+    for received in (processor_got, exported):
+        assert "[REDACTED]" in received
+        assert [secret for secret in _PLANTED if secret in received] == []
+
+
+def test_the_fan_out_leaves_scrubbing_to_processors_that_scrub_on_export_with_its_scrubber() -> None:
+    """The request thread scrubs only for processors that do not scrub on export with the fan-out's scrubber."""
+
+    class Keep(SpanExporter):
+        def __init__(self) -> None:
+            self.spans: list[ReadableSpan] = []
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            self.spans += spans
+            return SpanExportResult.SUCCESS
+
+    class Spy(CountingBatchSpanProcessor):
+        def __init__(self, exporter: Keep) -> None:
+            super().__init__(exporter, Config())
+            self.given: list[ReadableSpan] = []
+
+        def on_end(self, span: ReadableSpan) -> None:
+            self.given.append(span)
+            super().on_end(span)
+
+    class Seen(SpanProcessor):
+        def __init__(self) -> None:
+            self.given: list[ReadableSpan] = []
+
+        def on_end(self, span: ReadableSpan) -> None:
+            self.given.append(span)
+
+    class Ids(ReadsOnlySpanContext, Seen):
+        pass
+
+    scrubber = SecretScrubber()
+    bound, foreign, unbound = (Spy(Keep()) for _ in range(3))
+    bound.scrub_with(scrubber)
+    foreign.scrub_with(SecretScrubber())  # another configuration's scrubber: the fan-out scrubs for it
+    seen, ids = Seen(), Ids()
+    fan_out = FanOutSpanProcessor()
+    fan_out.switch([bound, foreign, unbound, seen, ids], scrubber)
+    provider = TracerProvider()
+    provider.add_span_processor(fan_out)
+    try:
+        with provider.get_tracer("t").start_as_current_span("s") as span:
+            span.set_attribute("url.query", f"api_key={_QUERY_KEY}")
+        assert fan_out.force_flush()
+    finally:
+        provider.shutdown()
+
+    def query(spans: list[ReadableSpan]) -> object:
+        (only,) = spans
+        return (only.attributes or {})["url.query"]
+
+    assert query(bound.given) == f"api_key={_QUERY_KEY}"  # as it ended: scrubbed on the export thread
+    assert ids.given[0] is bound.given[0]  # reads only the span's ids: nothing to scrub for it
+    for processor in (foreign, unbound, seen):
+        assert query(processor.given) == "api_key=[REDACTED]"
+    assert foreign.given[0] is unbound.given[0] is seen.given[0]  # scrubbed once for all of them
+    for processor in (bound, foreign, unbound):
+        assert isinstance(processor.exporter, Keep)
+        assert query(processor.exporter.spans) == "api_key=[REDACTED]"

@@ -1,29 +1,40 @@
 """How exporting backends batch: spans and log records through one configured batch processor each that
 counts its drops, metrics through one periodic reader at ``export.metric_interval``; and how what any
-backend's queues drop is counted (``otel_hakgal.export.dropped``) and reported (one warning per interval)."""
+backend's queues drop is counted (``otel_hakgal.export.dropped``) and reported (one warning per interval).
+
+Span processors that scrub on export (:class:`ScrubsOnExport`: the batch span processor here, the Sentry
+transaction processor) take the secret scrubber off the request thread: ``setup()`` hands them their
+configuration's scrubber, and the fan-out then passes them ended spans as they are; each span is scrubbed
+on the processor's own thread, before its exporter (or the transaction's JSON) sees any of its data.
+Processors that read nothing but a span's ids when it ends (:class:`ReadsOnlySpanContext`) get it as it is.
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry.sdk._logs import ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from otel_hakgal import log_limits
 from otel_hakgal.backends.base import Backend, Parts, QueueStats
 from otel_hakgal.config import Config
 from otel_hakgal.conventions import ExportDropReason, Metric
 from otel_hakgal.delivery import SignalOff
+
+if TYPE_CHECKING:
+    from otel_hakgal.redaction import SecretScrubber
 
 
 def _batch_arguments(config: Config) -> dict[str, Any]:
@@ -64,17 +75,72 @@ class _DropCounter:
         return QueueStats(queued=len(self._queue), capacity=self._capacity, dropped=self.dropped)
 
 
-class CountingBatchSpanProcessor(_DropCounter, BatchSpanProcessor):
-    """The SDK's batch span processor with the ``[batch]`` settings, counting spans lost to a full queue."""
+class ScrubsOnExport:
+    """A span processor that scrubs the spans it sends itself, off the request thread.
+
+    ``setup()`` hands it its configuration's scrubber (:meth:`scrub_with`) before any span reaches it.
+    From then on :class:`~otel_hakgal.pipeline.FanOutSpanProcessor` passes it ended spans unscrubbed
+    (only while ``export_scrubber`` is the scrubber the fan-out would use), and the processor scrubs
+    every span with ``export_scrubber`` before anything reads its data: its exporter, a Sentry
+    transaction's JSON. Until then, or for another scrubber, it gets scrubbed spans like any processor.
+    """
+
+    export_scrubber: SecretScrubber | None = None
+
+    def scrub_with(self, scrubber: SecretScrubber) -> None:
+        """Scrub exported spans with ``scrubber`` (the one of the configuration this processor belongs to)."""
+        self.export_scrubber = scrubber
+
+
+class ReadsOnlySpanContext:
+    """A span processor whose ``on_end`` reads only the span's context (ids, flags) and keeps nothing else of
+    it, never its name, attributes, events, links or status: the fan-out hands it spans unscrubbed."""
+
+
+class ScrubbingSpanExporter(SpanExporter):
+    """``exporter``, given each span scrubbed by ``owner``'s ``export_scrubber``: runs on the batch thread."""
+
+    def __init__(self, exporter: SpanExporter, owner: ScrubsOnExport) -> None:
+        self.exporter = exporter
+        self._owner = owner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        scrubber = self._owner.export_scrubber
+        if scrubber is not None:
+            spans = scrubber.scrub_spans(spans)
+        return self.exporter.export(spans)
+
+    def shutdown(self, timeout_millis: float | None = None) -> None:
+        # As the SDK's batch processor calls an exporter: with the time left, if its shutdown takes it.
+        shutdown: Any = self.exporter.shutdown
+        if timeout_millis is not None and "timeout_millis" in inspect.getfullargspec(shutdown).args:
+            shutdown(timeout_millis=timeout_millis)
+        else:
+            shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
+
+
+class CountingBatchSpanProcessor(ScrubsOnExport, _DropCounter, BatchSpanProcessor):
+    """The SDK's batch span processor with the ``[batch]`` settings, counting spans lost to a full queue.
+
+    It scrubs on export (:class:`ScrubsOnExport`): the secret scrubber runs on its export thread.
+    """
 
     def __init__(self, exporter: SpanExporter, config: Config) -> None:
-        BatchSpanProcessor.__init__(self, exporter, **_batch_arguments(config))
+        self.exporter = exporter
+        BatchSpanProcessor.__init__(self, ScrubbingSpanExporter(exporter, self), **_batch_arguments(config))
         self._count_drops(self._batch_processor, config.batch.max_queue_size)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self._full() and span.context is not None and span.context.trace_flags.sampled:
+        # BatchSpanProcessor.on_end, inlined on the request path (no super()), counting a drop first.
+        context = span.context
+        if context is None or not context.trace_flags.sampled:
+            return
+        if len(self._queue) >= self._capacity:
             self._dropping()
-        super().on_end(span)
+        self._batch_processor.emit(span)
 
 
 class CountingBatchLogRecordProcessor(_DropCounter, BatchLogRecordProcessor):

@@ -54,3 +54,30 @@ def install_plugin(directory: Path, name: str, target: str, code: str) -> Path:
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(f"[otel_hakgal.backends]\n{name} = {target}\n")
     return directory
+
+RECORDING = '''
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_hakgal.backends import Backend, Parts
+from otel_hakgal.backends.batching import CountingBatchSpanProcessor
+
+
+class _Recording(SpanProcessor):
+    def __init__(self):
+        self.ended = []
+
+    def on_end(self, span):
+        self.ended.append(span)
+
+
+class RecordingBackend(Backend):
+    """Keeps what its own span processor got, and what its batch processor (the layer's) exported."""
+
+    name = "recording"
+
+    def create_parts(self):
+        self.processor = _Recording()
+        self.exporter = InMemorySpanExporter()
+        return Parts(span_processors=(self.processor, CountingBatchSpanProcessor(self.exporter, self.config)))
+'''

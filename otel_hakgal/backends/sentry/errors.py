@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import format_span_id, format_trace_id
 
 from otel_hakgal import runtime
+from otel_hakgal.backends.batching import ReadsOnlySpanContext
 from otel_hakgal.backends.sentry._compat import event_from_exception
 from otel_hakgal.backends.sentry.common import SentryBackendBase
 from otel_hakgal.backends.sentry.propagator import DscHead, dynamic_sampling_context
@@ -43,8 +44,9 @@ _MAX_REPORTED_TRACES: Final = 16
 # --- open spans, to walk from where an error happened up to the root ---------
 
 
-class OpenSpans(SpanProcessor):
-    """The spans open now, by span id. Cheap: one dict store and one pop per span."""
+class OpenSpans(ReadsOnlySpanContext, SpanProcessor):
+    """The spans open now, by span id. Cheap: one dict store and one pop per span (by the ended span's id
+    alone, so the fan-out need not scrub it for this processor)."""
 
     def __init__(self) -> None:
         self.spans: dict[int, Span] = {}

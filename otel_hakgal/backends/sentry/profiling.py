@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from otel_hakgal.backends.batching import ReadsOnlySpanContext
 from otel_hakgal.backends.sentry import _compat
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ class SentryProfiler:
         _compat.stop_profile_scheduler(self._scheduler)
 
 
-class ProfilingSpanProcessor(SpanProcessor):
+class ProfilingSpanProcessor(ReadsOnlySpanContext, SpanProcessor):
     """For ``sentry-otlp``: runs the profiler while sampled local roots are open and tags the roots.
 
     A root span gets ``sentry.profiler_id``, ``thread.id`` and ``thread.name`` when it starts (before

@@ -28,7 +28,7 @@ from sentry_sdk.tracing import TransactionSource, get_span_status_from_http_code
 
 from otel_hakgal import runtime
 from otel_hakgal.backends.base import QueueStats
-from otel_hakgal.backends.batching import DROPS
+from otel_hakgal.backends.batching import DROPS, ScrubsOnExport
 from otel_hakgal.backends.sentry import _compat
 from otel_hakgal.backends.sentry._compat import SENTRY_BAGGAGE_KEY, SPAN_ORIGIN, Baggage, format_timestamp
 from otel_hakgal.backends.sentry.client import HINT_SCRUBBER, wait_for_transport_room
@@ -237,7 +237,7 @@ MAX_OPEN_TRANSACTIONS: Final = 10_000  # roots that never end are forgotten, old
 MAX_OPEN_SPANS: Final = 100_000
 
 
-class SentryTransactionProcessor(SpanProcessor):
+class SentryTransactionProcessor(ScrubsOnExport, SpanProcessor):
     """Turns each local root span and its descendants into one Sentry transaction, off the request thread.
 
     It keeps the semantics of Sentry's ``SentrySpanProcessor``: a span with no
@@ -256,6 +256,10 @@ class SentryTransactionProcessor(SpanProcessor):
     transaction, below the transaction's own tags and the scopes' tags. With a
     ``profiler``, each sampled root runs it from start to end and its
     transaction carries ``contexts.profile.profiler_id`` (see :mod:`.profiling`).
+
+    It scrubs on export (:class:`~otel_hakgal.backends.batching.ScrubsOnExport`): once ``setup()``
+    gave it its scrubber, the fan-out hands it spans unscrubbed and the root and its spans are scrubbed
+    when the transaction is built, on the worker, before any of their data is read.
     """
 
     def __init__(
@@ -384,6 +388,9 @@ class SentryTransactionProcessor(SpanProcessor):
             return
         if wait:  # on the worker: a burst waits in its queue, not overflowing the transport's
             wait_for_transport_room(client.transport)
+        span_scrubber = self.export_scrubber
+        if span_scrubber is not None:  # the fan-out left the spans to this processor: scrubbed before any is read
+            root, *transaction.spans = span_scrubber.scrub_spans([root, *transaction.spans])
         event, spans = self.transaction_event(root, transaction)
         send_transaction(
             client,
