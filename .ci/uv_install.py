@@ -17,21 +17,13 @@ is throwaway too, so nothing is left on the machine.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _scratch import BIN, clean_env, run, scratch_checkout
+
 UV = "uv==0.13.8"
-# Left out of the copy: environments, VCS data, earlier build output and a lock file uv may have left.
-IGNORE = shutil.ignore_patterns(
-    ".venv", "venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "uv.lock"
-)
-BIN = "Scripts" if os.name == "nt" else "bin"
 # Run by `uv run python -c`: the package comes from the copy, in its .venv, with its dev tools.
 IMPORT_CHECK = """
 import importlib.metadata, importlib.util, json, pathlib, sys, sysconfig
@@ -50,50 +42,29 @@ print(f"otel_hakgal {otel_hakgal.__version__} from {otel_hakgal.__file__} in {pr
 """
 
 
-def _run(argv: list[str], **kwargs: object) -> None:
-    print("+", " ".join("<import check>" if arg == IMPORT_CHECK else arg for arg in argv), flush=True)
-    subprocess.run(argv, check=True, **kwargs)  # type: ignore[call-overload]
-
-
-def _clean_env(work: Path) -> dict[str, str]:
-    """The caller's environment without telemetry or uv settings that would steer the check."""
-    prefixes = ("OTEL_", "SENTRY_", "UV_", "VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
-    env |= {
-        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        "UV_CACHE_DIR": str(work / "uv-cache"),  # throwaway: nothing is left behind
-        "UV_PYTHON_DOWNLOADS": "never",  # the Python running this script, never a downloaded one
-        "UV_NO_PROGRESS": "1",
-    }
-    return env
-
-
 def main(argv: list[str]) -> int:
-    keep = "--keep" in argv
-    work = Path(tempfile.mkdtemp(prefix="otel_hakgal-uv-install-"))
     started = time.monotonic()
     try:
-        source = work / "src"
-        shutil.copytree(ROOT, source, ignore=IGNORE)
-        env = _clean_env(work)
-        tool = work / "uv-tool"
-        _run([sys.executable, "-m", "venv", str(tool)])
-        _run([str(tool / BIN / "python"), "-m", "pip", "install", "--quiet", UV], env=env)
-        uv = str(tool / BIN / "uv")
-        _run([uv, "--version"], env=env)
-        _run([uv, "venv", "--python", sys.executable], cwd=source, env=env)
-        _run([uv, "pip", "install", "--quiet", "-e", ".[dev]"], cwd=source, env=env)
-        _run([uv, "run", "python", "-c", IMPORT_CHECK, str(source)], cwd=source, env=env)
-        _run([uv, "run", "otel-hakgal", "check-config", "configs/console.toml"], cwd=source, env=env)
-        _run([uv, "run", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_config.py"], cwd=source, env=env)
+        with scratch_checkout("uv-install", keep="--keep" in argv) as (work, source):
+            env = clean_env(
+                UV_CACHE_DIR=str(work / "uv-cache"),  # throwaway: nothing is left behind
+                UV_PYTHON_DOWNLOADS="never",  # the Python running this script, never a downloaded one
+                UV_NO_PROGRESS="1",
+            )
+            tool = work / "uv-tool"
+            run([sys.executable, "-m", "venv", str(tool)])
+            run([str(tool / BIN / "python"), "-m", "pip", "install", "--quiet", UV], env=env)
+            uv = str(tool / BIN / "uv")
+            run([uv, "--version"], env=env)
+            run([uv, "venv", "--python", sys.executable], cwd=source, env=env)
+            run([uv, "pip", "install", "--quiet", "-e", ".[dev]"], cwd=source, env=env)
+            check = [uv, "run", "python", "-c", IMPORT_CHECK, str(source)]
+            run(check, [*check[:4], "<import check>", str(source)], cwd=source, env=env)
+            run([uv, "run", "otel-hakgal", "check-config", "configs/console.toml"], cwd=source, env=env)
+            run([uv, "run", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_config.py"], cwd=source, env=env)
     except subprocess.CalledProcessError as error:
         print(f"uv install: FAILED ({time.monotonic() - started:.0f} s): {error}", file=sys.stderr, flush=True)
         return 1
-    finally:
-        if keep:
-            print(f"uv install: kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     print(f"uv install: ok ({time.monotonic() - started:.0f} s)", flush=True)
     return 0
 
