@@ -133,7 +133,13 @@ def _serve(form: str, receiver: OtlpReceiver, tmp_path: Path, **extra_env: str) 
             paths = {200: "/api/command", 500: "/api/command"}
         with contextlib.suppress(urllib.error.URLError):
             paths[_get(port, "/no/such/page")] = "/no/such/page"
-        receiver.wait_for_metric(DURATION.name if not extra_env else OLD_DURATION.name, timeout_s=20)
+        wanted = DURATION.name if not extra_env else OLD_DURATION.name
+        try:
+            receiver.wait_for_metric(wanted, timeout_s=20)
+        except TimeoutError:
+            got = sorted({point.metric for point in receiver.metric_points()})
+            output = server.stop()
+            raise AssertionError(f"no {wanted} in 20 s; metrics received: {got}; server output:\n{output}") from None
     finally:
         output = server.stop()
     assert sorted(paths) == [200, 404, 500], (paths, output)
