@@ -35,6 +35,7 @@ from otel_hakgal.conventions import (
 )
 from otel_hakgal.http_conventions import default_to_stable_http
 from otel_hakgal.testing import OtlpReceiver, ReceivedPoint, ReceivedSpan
+from otel_hakgal.testing.receiver import _wait
 from tests.support.processes import VENV_BIN, ServerProcess, clean_env, free_port
 
 APP = "otel_hakgal.demo.api"
@@ -146,13 +147,22 @@ def _serve(form: str, receiver: OtlpReceiver, tmp_path: Path, **extra_env: str) 
     return paths, output
 
 
-def _server_spans(receiver: OtlpReceiver) -> dict[int, ReceivedSpan]:
-    spans = [s for s in receiver.wait_for_spans(3, timeout_s=20) if s.kind == SERVER_KIND]
-    by_status: dict[int, ReceivedSpan] = {}
-    for span in spans:
-        status = span.attributes.get(HTTP_RESPONSE_STATUS_CODE, span.attributes.get("http.status_code"))
-        by_status[int(status)] = span
-    return by_status
+def _server_spans(receiver: OtlpReceiver, statuses: tuple[int, ...] = (200, 404, 500)) -> dict[int, ReceivedSpan]:
+    """The server span of each of ``statuses``, once all have arrived (gunicorn's two workers export apart)."""
+
+    def by_status() -> dict[int, ReceivedSpan] | None:
+        found: dict[int, ReceivedSpan] = {}
+        for span in receiver.spans():
+            if span.kind == SERVER_KIND:
+                status = span.attributes.get(HTTP_RESPONSE_STATUS_CODE, span.attributes.get("http.status_code"))
+                found[int(status)] = span
+        return found if set(statuses) <= set(found) else None
+
+    try:
+        return _wait(by_status, 20, f"server spans with statuses {statuses}")
+    except TimeoutError:
+        seen = sorted({(s.kind, s.name) for s in receiver.spans()})
+        raise AssertionError(f"not every server span arrived in 20 s; spans received: {seen}") from None
 
 
 def _duration_points(receiver: OtlpReceiver, name: str) -> list[ReceivedPoint]:
@@ -202,7 +212,7 @@ def test_server_spans_and_the_duration_metric_follow_the_stable_http_conventions
 def test_a_value_the_user_set_is_kept(chosen: str, otlp_receiver: OtlpReceiver, tmp_path: Path) -> None:
     """Under the launcher (distro and configurator both run) and instrument_flask: nothing overrides it."""
     _serve("gunicorn", otlp_receiver, tmp_path, OTEL_SEMCONV_STABILITY_OPT_IN=chosen)
-    failed = _server_spans(otlp_receiver)[500].attributes
+    failed = _server_spans(otlp_receiver, (500,))[500].attributes
     assert failed["http.status_code"] == 500 and failed["http.method"] == "POST"
     old_points = _duration_points(otlp_receiver, OLD_DURATION.name)
     assert old_points and {p.unit for p in old_points} == {"ms"}
