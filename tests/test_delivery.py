@@ -1,5 +1,8 @@
+import http.server
 import logging
+import os
 import secrets
+import threading
 
 import pytest
 import requests
@@ -68,3 +71,46 @@ def test_only_404_and_405_refuse_a_signal() -> None:
     assert gate.open and gate.state() is None
     gate.answered("http://127.0.0.1:4318/v1/traces", 404)
     assert not gate.open
+
+
+class _PortsHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every POST with a 200 over a kept-alive connection and notes the client's port."""
+
+    protocol_version = "HTTP/1.1"
+    ports: list[int] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.ports.append(self.client_address[1])
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_opens_its_own_connection_and_the_parent_keeps_its_own() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PortsHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+    log = DeliveryLog()
+    session = RecordingSession(log)
+    try:
+        assert session.post(url, data=b"1", timeout=5).status_code == 200  # one kept-alive connection now
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = 0 if session.post(url, data=b"2", timeout=5).status_code == 200 else 1
+            finally:
+                os._exit(code)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert session.post(url, data=b"3", timeout=5).status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    parent, child, parent_again = _PortsHandler.ports
+    assert child != parent  # two processes on one connection would read each other's answers
+    assert parent_again == parent  # the child closed only its copy: the parent's connection still works

@@ -169,13 +169,7 @@ def _duration_points(receiver: OtlpReceiver, name: str) -> list[ReceivedPoint]:
     return [p for p in receiver.metric_points(name) if p.count]
 
 
-FORMS = [
-    "in code",
-    # Known bug, open: under gunicorn + the launcher a worker sometimes exports only the system metrics (no
-    # hakgal.* nor http.server.*), seen in 2 of 4 full-suite runs; the cause is not found yet (issue 15).
-    pytest.param("gunicorn", marks=pytest.mark.xfail(reason="a gunicorn worker sometimes exports no app metrics")),
-    "launcher, plain Flask app",
-]
+FORMS = ["in code", "gunicorn", "launcher, plain Flask app"]
 
 
 @pytest.mark.system

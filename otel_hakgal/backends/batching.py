@@ -175,9 +175,22 @@ def batch_queues(parts: Parts) -> dict[str, QueueStats]:
     return queues
 
 
+class ForkSafeMetricReader(PeriodicExportingMetricReader):
+    """The SDK's periodic metric reader, with a fresh export lock in a forked child.
+
+    The SDK restarts the reader's thread in a child but keeps the export lock. A fork while the parent's
+    reader was exporting (gunicorn forking a worker while the master sent its metrics) left that lock held
+    in the child for good: the worker never exported a metric. (The SDK's batch processors do renew theirs.)
+    """
+
+    def _at_fork_reinit(self) -> None:
+        self._export_lock = threading.Lock()
+        super()._at_fork_reinit()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
+
+
 def periodic_reader(exporter: MetricExporter, config: Config) -> PeriodicExportingMetricReader:
     """The metric reader of an exporting backend: ``exporter`` every ``export.metric_interval`` seconds."""
-    return PeriodicExportingMetricReader(exporter, export_interval_millis=config.export.metric_interval * 1000)
+    return ForkSafeMetricReader(exporter, export_interval_millis=config.export.metric_interval * 1000)
 
 
 # --- drops: counted in otel_hakgal.export.dropped, reported in one warning per interval ---
