@@ -134,6 +134,27 @@ def test_merged_scope_holds_the_isolation_and_current_scopes_tags() -> None:
     assert event["tags"]["from"] == "isolation" and event["tags"]["inner"] == "current"
 
 
+def test_without_live_request_processors_drops_flasks_request_processor_and_keeps_the_others() -> None:
+    from flask import Flask, request
+    from sentry_sdk.integrations.flask import FlaskIntegration, _make_request_event_processor
+    from sentry_sdk.scope import use_isolation_scope
+
+    app = Flask(__name__)
+    with app.test_request_context("/ask", method="POST", json={"question": "kept out"}):
+        with sentry_sdk.isolation_scope() as isolation:
+            isolation.set_tag("tenant", "acme")
+            isolation.add_event_processor(lambda event, hint: {**event, "extra": {"kept": True}})
+            # What the Flask integration adds to the isolation scope when a request starts:
+            flasks = _make_request_event_processor(app, request, FlaskIntegration())
+            isolation.add_event_processor(flasks)
+            forked = _compat.without_live_request_processors(isolation)
+        with use_isolation_scope(forked):  # event processors run from the scopes in force
+            event = forked.apply_to_event({}, {})
+    assert flasks in isolation._event_processors and flasks not in forked._event_processors  # the original keeps it
+    assert event is not None
+    assert event["tags"]["tenant"] == "acme" and event["extra"] == {"kept": True} and "request" not in event
+
+
 # --- logs -----------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ and the bounds that keep its memory flat.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -142,3 +143,32 @@ def test_the_worker_waits_for_room_in_the_transport_queue_within_a_bound(sentry_
         assert wait_for_transport_room(client.transport, timeout_s=5.0)  # drained below the reserve: room
     finally:
         client.close(timeout=1.0)
+
+
+def test_a_transaction_never_reads_the_request_body_after_the_response(sentry_receiver: SentryReceiver) -> None:
+    # Transactions are prepared on the worker, after the response: reading the body there raced the server
+    # draining it (gunicorn: "generator already executing") and sent a body text_mode had never seen.
+    from flask import Flask, request
+
+    app = Flask(__name__)
+    kept: list[object] = []  # the request object outlives the response (a server or a framework holds it)
+
+    @app.post("/unread")
+    def unread() -> str:
+        kept.append(request._get_current_object())  # type: ignore[attr-defined]
+        return "ok"
+
+    handle = hg.setup(
+        backends=["sentry"], settings={"sentry.dsn": dsn(sentry_receiver), "redaction.text_mode": "omit"}
+    )
+    try:
+        hg.instrument_flask(app)
+        question = "is the unread question about Alice answered?"
+        assert app.test_client().post("/unread", json={"question": question}).status_code == 200
+        handle.force_flush(5)
+        [transaction] = sentry_receiver.wait_for("transaction")
+    finally:
+        handle.shutdown()
+    assert transaction["request"]["method"] == "POST" and transaction["request"]["url"].endswith("/unread")
+    assert "data" not in transaction["request"] and "Alice" not in str(transaction)
+    assert kept[0].stream.read() == json.dumps({"question": question}).encode()  # type: ignore[attr-defined]

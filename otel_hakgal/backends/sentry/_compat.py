@@ -40,7 +40,9 @@ Names, each a module attribute or small function below:
   ``wait_profiler_idle``, ``stop_profile_scheduler``: the continuous profiler's module-global
   ``_scheduler`` and its ``sampled``, ``lifecycle``, ``auto_start()``, ``profiler_id``, ``thread``,
   ``teardown()`` (and ``teardown_continuous_profiler``);
-- ``PROFILE_CHUNK_ITEM_TYPE``: the envelope item the profiler's chunks travel in.
+- ``PROFILE_CHUNK_ITEM_TYPE``: the envelope item the profiler's chunks travel in;
+- ``without_live_request_processors``: ``Scope.fork()`` and ``Scope._event_processors``, with the
+  module of the Flask integration's request event processor.
 """
 
 from __future__ import annotations
@@ -183,6 +185,28 @@ def prepare_event(
 def merged_scope() -> Scope:
     """Global, isolation and current scope of this thread merged, as ``capture_event`` merges them."""
     return sentry_sdk.get_current_scope()._merge_scopes()
+
+
+# Integrations whose event processors read the live request object (its body, its form) when an event
+# is prepared; the WSGI middleware's processor reads only the environ dict and may run anywhere.
+_LIVE_REQUEST_PROCESSOR_MODULES: Final = frozenset({"sentry_sdk.integrations.flask"})
+
+
+def without_live_request_processors(scope: Scope) -> Scope:
+    """A fork of ``scope`` for an event prepared after its request ended, on another thread.
+
+    Flask's event processor reads the request's body (``request.form``, ``get_data()``) when the event
+    is prepared. After the response, on another thread, that read races the server draining the same
+    body (gunicorn: "generator already executing") and reads bodies the app never read. The URL,
+    method and headers still come from the WSGI middleware's processor.
+    """
+    forked = scope.fork()
+    forked._event_processors = [
+        processor
+        for processor in forked._event_processors
+        if getattr(processor, "__module__", None) not in _LIVE_REQUEST_PROCESSOR_MODULES
+    ]
+    return forked
 
 
 # --- logs ---------------------------------------------------------------------------------

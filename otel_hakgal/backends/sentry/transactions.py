@@ -377,7 +377,7 @@ class SentryTransactionProcessor(ScrubsOnExport, SpanProcessor):
         transaction: _OpenTransaction,
         scrubber: SecretScrubber | None,
     ) -> None:
-        with use_isolation_scope(isolation), use_scope(current):
+        with use_isolation_scope(_compat.without_live_request_processors(isolation)), use_scope(current):
             self._send(root, transaction, scrubber, wait=True)
 
     def _send(
