@@ -730,6 +730,25 @@ def test_error_events_mask_user_text_as_the_spans_do(sentry_receiver: SentryRece
     assert name not in json.dumps(error)
 
 
+@pytest.mark.parametrize("text_mode", ["truncate", "hash", "omit"])
+def test_the_request_body_in_an_error_event_follows_text_mode(sentry_receiver: SentryReceiver, text_mode: str) -> None:
+    """The Flask integration attaches the request body, the question as typed: it follows text_mode too."""
+    with running_service(**_sentry(sentry_receiver, **{"redaction.text_mode": text_mode})) as (service, handle):
+        assert service.ask(fail=True).status_code == 500
+        handle.force_flush(5)
+        [error] = sentry_receiver.wait_for("event")
+    question = "Is Socrates mortal? " + "x" * 300
+    request = error["request"]
+    assert request["url"].endswith("/ask") and request["method"] == "POST"
+    if text_mode == "omit":
+        assert "data" not in request
+    elif text_mode == "hash":
+        assert request["data"]["question"].startswith("sha256:")
+    else:
+        assert request["data"]["question"] == question[:100]  # max_text_length
+    assert question not in json.dumps(error)
+
+
 def test_log_events_and_breadcrumbs_mask_user_text_logged_after_its_operation(sentry_receiver: SentryReceiver) -> None:
     """An exception logged as an argument after its command ended: its noted text is masked in logentry and crumbs."""
     name = "notes-" + secrets.token_hex(12)

@@ -143,6 +143,7 @@ def scrub_event(event: Any, hint: Any) -> Any:
         return event
     event = _keeping_dsc(event, scrubber, scrubber.scrub_data)
     redact_local_variables(event, current.config.redaction, scrubber)
+    redact_request_body(event, current.config.redaction, scrubber)
     mask = _user_text_mask(hint)
     if mask is not None:
         # The span's exception event and the exported log records had the user text masked per text_mode.
@@ -294,6 +295,21 @@ def redact_local_variables(event: dict[str, Any], redaction: RedactionSettings, 
             del frame["vars"]
         else:
             frame["vars"] = _redacted_value(frame["vars"], redaction, scrubber)
+
+
+def redact_request_body(event: dict[str, Any], redaction: RedactionSettings, scrubber: SecretScrubber) -> None:
+    """Apply ``redaction.text_mode`` to the request body the Flask integration attached, in place.
+
+    The body is what the user typed (a command, a question), so its strings follow the policy of command
+    text: cut, hashed, or, with ``omit``, the body is left out.
+    """
+    request = event.get("request")
+    if not isinstance(request, dict) or "data" not in request:
+        return
+    if redaction.text_mode == "omit":
+        del request["data"]
+    else:
+        request["data"] = _redacted_value(request["data"], redaction, scrubber)
 
 
 def _redacted_value(value: Any, redaction: RedactionSettings, scrubber: SecretScrubber) -> Any:
