@@ -289,12 +289,8 @@ def redact_local_variables(event: dict[str, Any], redaction: RedactionSettings, 
     ``omit``, the frame's ``vars`` are dropped.
     """
     for frame in _frames(event):
-        if "vars" not in frame:
-            continue
-        if redaction.text_mode == "omit":
-            del frame["vars"]
-        else:
-            frame["vars"] = _redacted_value(frame["vars"], redaction, scrubber)
+        if "vars" in frame:
+            _apply_text_mode(frame, "vars", redaction, scrubber)
 
 
 def redact_request_body(event: dict[str, Any], redaction: RedactionSettings, scrubber: SecretScrubber) -> None:
@@ -304,12 +300,18 @@ def redact_request_body(event: dict[str, Any], redaction: RedactionSettings, scr
     text: cut, hashed, or, with ``omit``, the body is left out.
     """
     request = event.get("request")
-    if not isinstance(request, dict) or "data" not in request:
-        return
+    if isinstance(request, dict) and "data" in request:
+        _apply_text_mode(request, "data", redaction, scrubber)
+
+
+def _apply_text_mode(
+    container: dict[str, Any], key: str, redaction: RedactionSettings, scrubber: SecretScrubber
+) -> None:
+    """``container[key]`` as user text: left out with ``omit``, else every string in it scrubbed and cut or hashed."""
     if redaction.text_mode == "omit":
-        del request["data"]
+        del container[key]
     else:
-        request["data"] = _redacted_value(request["data"], redaction, scrubber)
+        container[key] = _redacted_value(container[key], redaction, scrubber)
 
 
 def _redacted_value(value: Any, redaction: RedactionSettings, scrubber: SecretScrubber) -> Any:
