@@ -54,6 +54,7 @@ from otel_hakgal.config import (
     load_config,
 )
 from otel_hakgal.conventions import INSTRUMENTATION_SCOPE, SCHEMA_URL
+from otel_hakgal.fork_safety import guard_collection_at_fork
 from otel_hakgal.http_conventions import default_to_stable_http
 from otel_hakgal.instruments import Instruments
 from otel_hakgal.redaction import SecretScrubber
@@ -740,6 +741,7 @@ def _start(config: Config) -> Handle:
         meter_provider = None
         if readers:  # shutdown_on_exit off: the handle shuts it down, bounded in time
             meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+            guard_collection_at_fork(meter_provider)
         provider = _PLUMBING.provider(config, resource)
         if config.logs.enabled and any(p.log_processors for p in parts):
             _PLUMBING.log_provider(config, provider.resource)  # the spans' resource, also a joined provider's

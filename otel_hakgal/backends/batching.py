@@ -32,6 +32,7 @@ from otel_hakgal.backends.base import Backend, Parts, QueueStats
 from otel_hakgal.config import Config
 from otel_hakgal.conventions import ExportDropReason, Metric
 from otel_hakgal.delivery import SignalOff
+from otel_hakgal.fork_safety import ForkSafeMetricReader
 
 if TYPE_CHECKING:
     from otel_hakgal.redaction import SecretScrubber
@@ -173,19 +174,6 @@ def batch_queues(parts: Parts) -> dict[str, QueueStats]:
         if isinstance(processor, CountingBatchLogRecordProcessor)
     )
     return queues
-
-
-class ForkSafeMetricReader(PeriodicExportingMetricReader):
-    """The SDK's periodic metric reader, with a fresh export lock in a forked child.
-
-    The SDK restarts the reader's thread in a child but keeps the export lock. A fork while the parent's
-    reader was exporting (gunicorn forking a worker while the master sent its metrics) left that lock held
-    in the child for good: the worker never exported a metric. (The SDK's batch processors do renew theirs.)
-    """
-
-    def _at_fork_reinit(self) -> None:
-        self._export_lock = threading.Lock()
-        super()._at_fork_reinit()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
 
 
 def periodic_reader(exporter: MetricExporter, config: Config) -> PeriodicExportingMetricReader:

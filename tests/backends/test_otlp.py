@@ -1,7 +1,5 @@
 import logging
 import secrets
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -15,7 +13,6 @@ from otel_hakgal.backends.memory import MemoryBackend
 from otel_hakgal.conventions import GEN_AI_TOKEN_BUCKETS, Attr, ExportDropReason, Metric, ProverResult, SpanName
 from otel_hakgal.pipeline import build_resource
 from otel_hakgal.testing import OtlpReceiver, ReceivedLog
-from tests.support.processes import ROOT, clean_env
 
 
 @pytest.fixture
@@ -325,43 +322,3 @@ def test_the_llm_observability_config_sends_a_traces_only_consumer_just_spans(
     assert {signal: off.refused for signal, off in stats.signals_off.items()} == {"metrics": False, "logs": False}
     assert [r for r in caplog.records if r.name.startswith(("otel_hakgal", "opentelemetry"))] == []
 
-
-# A process that forks while its metric reader is exporting (gunicorn's master forking a worker).
-FORK_WHILE_EXPORTING = """
-import os, sys, time
-import otel_hakgal as hg
-
-exporting = sys.argv[1]
-hg.setup(backends=["otlp"])
-with hg.command("parent"):
-    pass
-while not os.path.exists(exporting):  # the receiver holds our first metric export
-    time.sleep(0.01)
-if os.fork() == 0:
-    with hg.command("child"):
-        pass
-    time.sleep(4)  # the child's reader exports every 100 ms; each answer takes 1 s
-    os._exit(0)
-os.wait()
-"""
-
-
-@pytest.mark.system
-def test_a_child_forked_while_the_parent_exports_metrics_still_exports_its_own(
-    otlp_receiver: OtlpReceiver, tmp_path: Path
-) -> None:
-    script, exporting = tmp_path / "fork.py", tmp_path / "exporting"
-    script.write_text(FORK_WHILE_EXPORTING)
-    otlp_receiver.fail(delay_s=1.0)  # every export stays in flight for a second
-    env = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.endpoint, OTEL_METRIC_EXPORT_INTERVAL="100")
-    process = subprocess.Popen([sys.executable, str(script), str(exporting)], env=env, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 30
-        while not otlp_receiver.headers_for("metrics") and time.monotonic() < deadline:
-            time.sleep(0.01)
-        exporting.touch()
-        assert process.wait(timeout=30) == 0
-    finally:
-        process.kill()
-    points = otlp_receiver.metric_points(Metric.COMMAND_DURATION)
-    assert {point.attributes.get(Attr.COMMAND_NAME) for point in points} == {"parent", "child"}
