@@ -77,6 +77,7 @@ GATEWAY_FILE = "gateway.yaml"
 SAMPLER_FILE = "sampler.yaml"
 
 _OTLP_SECTION = "otlp"
+_SIGNALS = ("traces", "metrics", "logs")  # each with an `<signal>_endpoint` in [otlp] and the collector
 _SENTRY_SECTIONS = ("sentry", "sentry-otlp")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
 
@@ -311,10 +312,23 @@ def _exporters(config: Config, options: CollectorOptions) -> _Exporters:
             if otlp.headers:
                 exporter["headers"] = dict(otlp.headers)
                 secret = True
+            if options.backend is None:  # --backend URL replaces the [otlp] routing; else each signal's URL
+                for signal in _SIGNALS:
+                    if url := getattr(otlp, f"{signal}_endpoint"):
+                        _check_not_the_gateway(url, options.gateway_listen)
+                        exporter[f"{signal}_endpoint"] = url
         configs["otlphttp/backend"] = exporter
-        traces.append("otlphttp/backend")
-        metrics.append("otlphttp/backend")
-        logs.append("otlphttp/backend")
+        if otlp is None or otlp.traces:
+            traces.append("otlphttp/backend")
+        if otlp is None or otlp.metrics:
+            metrics.append("otlphttp/backend")
+        if otlp is None or otlp.logs:
+            if otlp is not None and otlp.logs_headers:  # the collector's exporter has one set of headers
+                configs["otlphttp/backend_logs"] = {**exporter, "headers": {**otlp.headers, **otlp.logs_headers}}
+                logs.append("otlphttp/backend_logs")
+                secret = True
+            else:
+                logs.append("otlphttp/backend")
     dsn = next((settings.dsn for name in _SENTRY_SECTIONS
                 if (settings := config.backend_settings.get(name)) is not None and settings.dsn), None)
     if dsn:

@@ -203,7 +203,9 @@ def test_the_real_collector_accepts_the_shipped_and_generated_configs(tmp_path: 
     # Every kind of policy, as the collector reads them (it refuses unknown keys).
     config = _config('backends = ["otlp"]\n[otlp]\nendpoint = "http://127.0.0.1:4318"', tmp_path)
     config = dataclasses.replace(config, sampling_tail=TailSamplingSettings(keep_ratio=0.3, rules=RULES))
-    for generated in generate(config, dataclasses.replace(OPTIONS, decision_wait_s=0.5)):
+    split = _config(SPLIT_OTLP, tmp_path)  # per-signal endpoints and a logs-only exporter
+    generated_files = [*generate(config, dataclasses.replace(OPTIONS, decision_wait_s=0.5)), *generate(split, OPTIONS)]
+    for generated in generated_files:
         path = tmp_path / generated.name
         path.write_text(generated.text, encoding="utf-8")
         result = validate(binary, path)
@@ -222,3 +224,30 @@ def test_without_go_the_collector_tests_skip_but_fail_under_ci(
     with pytest.raises(outcome, match="Go is not installed"):
         require_collector()
     assert collector_build.binary_path().parent.parent == tmp_path / "otel_hakgal"
+
+
+SPLIT_OTLP = """
+backends = ["otlp"]
+[otlp]
+endpoint = "http://127.0.0.1:4318"
+traces_endpoint = "http://traces.example.test:4318/v1/traces"
+logs_endpoint = "http://logs.example.test:4318/v1/logs"
+logs_headers = { x-logs-key = "l0gs" }
+metrics = false
+"""
+
+
+def test_per_signal_endpoints_switches_and_log_headers_reach_the_collectors(tmp_path: Path) -> None:
+    config = _config(SPLIT_OTLP, tmp_path)
+    sampler = sampler_config(config, OPTIONS)
+    assert sampler["exporters"]["otlphttp/backend"]["traces_endpoint"] == "http://traces.example.test:4318/v1/traces"
+    gateway = gateway_config(config, OPTIONS)
+    assert "metrics" not in gateway["service"]["pipelines"]  # otlp.metrics = false
+    assert gateway["service"]["pipelines"]["logs"]["exporters"] == ["otlphttp/backend_logs"]
+    logs = gateway["exporters"]["otlphttp/backend_logs"]
+    assert logs["logs_endpoint"] == "http://logs.example.test:4318/v1/logs"
+    assert logs["headers"] == {"x-logs-key": "l0gs"}
+    assert all(file.secret for file in generate(config, OPTIONS))
+    # --backend URL sends every signal there, whatever [otlp] routes
+    overridden = sampler_config(config, dataclasses.replace(OPTIONS, backend="http://127.0.0.1:9999"))
+    assert overridden["exporters"]["otlphttp/backend"].keys() == {"endpoint", "compression", "timeout"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -242,6 +243,13 @@ class _Server(ThreadingHTTPServer):
     def untrack(self, connection: socket.socket) -> None:
         with self._connections_lock:
             self._connections.discard(connection)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A sender that went away mid-request (a process that exited, an export that timed out) is not
+        # the receiver's error: no traceback for it on stderr.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def close_all(self) -> None:
         """Stop listening and cut every open connection, as a crashed server would."""
