@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -178,7 +179,13 @@ def test_gunicorn_preload_delivers_from_both_workers(otlp_receiver: OtlpReceiver
         output = server.stop()
     pids = set(re.findall(r"pid=<(\d+)> /api/command", output))
     assert len(pids) == 2, output
-    spans = otlp_receiver.wait_for_spans(2 * requests, timeout_s=15)
+    try:
+        spans = otlp_receiver.wait_for_spans(2 * requests, timeout_s=15)
+    except TimeoutError:
+        by_worker = Counter(str(s.resource.get("process.pid")) for s in otlp_receiver.spans())
+        raise AssertionError(
+            f"spans by worker pid {dict(by_worker)} of {2 * requests}; server output:\n{output}"
+        ) from None
     assert len([s for s in spans if s.name == "hakgal.command status"]) == requests
 
 
