@@ -199,8 +199,6 @@ def serve_infra(variants: list[str]) -> None:
             sentry[name] = counting_sentry().start()
         for receiver in (otlp.get(name), sentry.get(name)):
             if receiver is not None:
-                # A gunicorn worker that exits drops its kept-alive connections: no traceback on stderr for that.
-                receiver._server.handle_error = lambda request, address: None
                 if delay_s:
                     receiver.fail(delay_s=delay_s)  # every request answered after the round trip
         return {
