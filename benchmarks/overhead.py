@@ -198,9 +198,8 @@ def serve_infra(variants: list[str]) -> None:
         if "sentry" in wanted:
             sentry[name] = counting_sentry().start()
         for receiver in (otlp.get(name), sentry.get(name)):
-            if receiver is not None:
-                if delay_s:
-                    receiver.fail(delay_s=delay_s)  # every request answered after the round trip
+            if receiver is not None and delay_s:
+                receiver.fail(delay_s=delay_s)  # every request answered after the round trip
         return {
             "otlp": otlp[name].endpoint if name in otlp else "",
             "sentry": sentry[name].dsn if name in sentry else "",
