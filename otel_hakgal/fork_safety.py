@@ -1,17 +1,21 @@
-"""What the OTel SDK's metrics leave unsafe across ``fork()``, made safe.
+"""What the OTel SDK and the exporters leave unsafe across ``fork()``, made safe.
 
 gunicorn's master runs the pipeline (under the launcher, or with ``--preload``) and forks its
 workers. Python copies the forking process with every lock as it was: a lock that another thread
 of the parent held at that instant stays held in the child, whose copy of that thread never runs.
-The SDK renews most of its locks in a child; the two below it does not, and each left a worker
-that never exported a metric again.
+The SDK renews most of its locks in a child; the two metric locks below it does not, and each left
+a worker that never exported a metric again. An export in flight holds locks no one renews at all
+(the import lock of a module that ``requests`` imports on its first send, urllib3's pool locks), so
+a fork waits for it: see :data:`EXPORTS_IN_FLIGHT`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import Final
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -67,3 +71,50 @@ def guard_collection_at_fork(meter_provider: MeterProvider) -> None:
 
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(before=before, after_in_parent=after_in_parent, after_in_child=after_in_child)
+
+
+class ExportsInFlight:
+    """Counts the HTTP exports in flight in this process; a fork waits (up to :data:`FORK_WAIT_S`) for them.
+
+    An export holds locks for its whole send: ``requests`` imports ``netrc`` on a session's first
+    request, and a worker forked during that import waited on the module's import lock forever, so
+    its first span export never left. While a fork waits, no new export starts; both resume after it.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork, after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        # In a child the exports counted belong to threads it does not have, and the forking thread
+        # holds the old condition's lock: a new condition and count.
+        self._changed = threading.Condition(threading.Lock())
+        self._count = 0
+        self._forking = False
+
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[None]:
+        """Wrap one export's whole request (preparing it as well as sending it)."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._forking)
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._count -= 1
+                self._changed.notify_all()
+
+    def _before_fork(self) -> None:
+        self._changed.acquire()
+        self._forking = True
+        self._changed.wait_for(lambda: self._count == 0, timeout=FORK_WAIT_S)
+
+    def _after_fork(self) -> None:
+        self._forking = False
+        self._changed.notify_all()
+        self._changed.release()
+
+
+EXPORTS_IN_FLIGHT: Final = ExportsInFlight()

@@ -250,7 +250,10 @@ def test_outgoing_calls_carry_the_trace_under_the_launcher(otlp_receiver: OtlpRe
         finally:
             output = server.stop()
         seen = [r.traceparent for r in simulator.requests() if r.provider != "oracle"]
-    spans = otlp_receiver.wait_for_spans(5)
+    try:
+        spans = otlp_receiver.wait_for_spans(5)
+    except TimeoutError as error:
+        raise AssertionError(f"{error}; got {sorted(s.name for s in otlp_receiver.spans())}:\n{output}") from None
     [server_span] = [s for s in spans if s.kind == SERVER_KIND]
     llm_span_ids = {s.span_id for s in spans if s.attributes.get("gen_ai.operation.name")}
     assert seen and all(tp is not None for tp in seen), output

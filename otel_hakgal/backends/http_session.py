@@ -11,6 +11,7 @@ from typing import Any
 import requests
 
 from otel_hakgal.delivery import DeliveryLog, SignalGate
+from otel_hakgal.fork_safety import EXPORTS_IN_FLIGHT
 
 
 class RecordingSession(requests.Session):
@@ -26,6 +27,10 @@ class RecordingSession(requests.Session):
         self._log = log
         self._gate = gate
         self._pid = os.getpid()
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        with EXPORTS_IN_FLIGHT.sending():  # a fork waits for it (see otel_hakgal.fork_safety)
+            return super().request(*args, **kwargs)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         if self._pid != os.getpid():

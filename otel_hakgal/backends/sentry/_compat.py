@@ -54,6 +54,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from otel_hakgal.backends.sentry.worker import SenderPool
+from otel_hakgal.fork_safety import EXPORTS_IN_FLIGHT
 
 SUPPORTED: Final = "sentry-sdk>=2.75,<3"
 
@@ -309,7 +310,8 @@ class HookedHttpTransport(HttpTransport):
 
     def _request(self, method: str, endpoint_type: Any, body: Any, headers: Any) -> Any:
         send = super()._request
-        return self.around_request(lambda: send(method, endpoint_type, body, headers))
+        with EXPORTS_IN_FLIGHT.sending():  # a fork waits for it (see otel_hakgal.fork_safety)
+            return self.around_request(lambda: send(method, endpoint_type, body, headers))
 
     def around_request(self, send: Callable[[], Any]) -> Any:
         return send()
