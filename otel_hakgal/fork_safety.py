@@ -29,8 +29,8 @@ class ForkSafeMetricReader(PeriodicExportingMetricReader):
     """The SDK's periodic metric reader, with a fresh export lock in a forked child.
 
     The SDK restarts the reader's thread in a child but keeps the export lock: a fork while the
-    parent's reader was exporting left it held in the child for good. (A fork waits for a collection,
-    see :func:`guard_collection_at_fork`, but not for an export, which may take its whole timeout.)
+    parent's reader was exporting left it held in the child for good. (A fork waits for the HTTP request
+    of an export, see :data:`EXPORTS_IN_FLIGHT`, but only so long, and the lock spans the whole export.)
     """
 
     def _at_fork_reinit(self) -> None:
