@@ -123,11 +123,11 @@ def test_a_sender_that_goes_away_mid_request_leaves_no_traceback(capfd: pytest.C
         receiver.fail(delay_s=0.3)  # the answer comes after the sender has gone
         sender = socket.create_connection(("127.0.0.1", receiver.port))
         sender.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        deadline = time.monotonic() + 5
+        while receiver.request_count < 1 and time.monotonic() < deadline:  # read before the reset, which drops it
+            time.sleep(0.01)
         sender.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
         sender.close()
-        deadline = time.monotonic() + 5
-        while receiver.request_count < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
         time.sleep(0.6)  # the handler has tried to answer
     assert receiver.request_count == 1
     assert "Traceback" not in capfd.readouterr().err
