@@ -45,6 +45,17 @@ def _otlp_env(receiver: OtlpReceiver, **extra: str) -> dict[str, str]:
     return clean_env(**{**settings, **extra})
 
 
+def _wait_for_spans(receiver: OtlpReceiver, count: int, output: str, timeout_s: float = 10.0) -> list[ReceivedSpan]:
+    """``receiver.wait_for_spans``; on timeout the failure names the spans each process sent, and the output."""
+    try:
+        return receiver.wait_for_spans(count, timeout_s=timeout_s)
+    except TimeoutError as error:
+        by_process: dict[str, Counter[str]] = {}
+        for span in receiver.spans():
+            by_process.setdefault(str(span.resource.get("process.pid")), Counter())[span.name] += 1
+        raise AssertionError(f"{error}; spans by process pid: {by_process}; server output:\n{output}") from None
+
+
 def _assert_server_span_parents_command(spans: list[ReceivedSpan], verb: str) -> None:
     commands = [s for s in spans if s.name == f"hakgal.command {verb}"]
     assert commands, sorted({s.name for s in spans})
@@ -179,13 +190,7 @@ def test_gunicorn_preload_delivers_from_both_workers(otlp_receiver: OtlpReceiver
         output = server.stop()
     pids = set(re.findall(r"pid=<(\d+)> /api/command", output))
     assert len(pids) == 2, output
-    try:
-        spans = otlp_receiver.wait_for_spans(2 * requests, timeout_s=15)
-    except TimeoutError:
-        by_worker = Counter(str(s.resource.get("process.pid")) for s in otlp_receiver.spans())
-        raise AssertionError(
-            f"spans by worker pid {dict(by_worker)} of {2 * requests}; server output:\n{output}"
-        ) from None
+    spans = _wait_for_spans(otlp_receiver, 2 * requests, output, timeout_s=15)
     assert len([s for s in spans if s.name == "hakgal.command status"]) == requests
 
 
@@ -250,10 +255,7 @@ def test_outgoing_calls_carry_the_trace_under_the_launcher(otlp_receiver: OtlpRe
         finally:
             output = server.stop()
         seen = [r.traceparent for r in simulator.requests() if r.provider != "oracle"]
-    try:
-        spans = otlp_receiver.wait_for_spans(5)
-    except TimeoutError as error:
-        raise AssertionError(f"{error}; got {sorted(s.name for s in otlp_receiver.spans())}:\n{output}") from None
+    spans = _wait_for_spans(otlp_receiver, 5, output)
     [server_span] = [s for s in spans if s.kind == SERVER_KIND]
     llm_span_ids = {s.span_id for s in spans if s.attributes.get("gen_ai.operation.name")}
     assert seen and all(tp is not None for tp in seen), output
